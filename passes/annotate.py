@@ -1,0 +1,76 @@
+"""annotate: FLOPs and bytes moved for every op, from shapes alone.
+
+FLOPs (multiply and add count as two):
+  * matmul ``[..., m, k] x [..., k, n]``: 2·m·k·n per batch element, i.e. 2·numel(out)·k;
+  * attention over q ``[b, h, s_q, d]`` and k, v ``[b, h_kv, s_k, d]``: 2·b·h·s_q·s_k·(d + d_v)
+    forward (QKᵀ and PV, the full square as Korthikanti et al. 2022 Eq. 7 counts it; a causal
+    kernel's skipped half is the cost model's business), twice that backward (dQ, dK, dV, dP);
+  * elementwise: one per output element; reductions, softmax and losses: one per input element;
+    a norm: 4 per element forward, 6 backward. (Vector ops are costed by bytes moved anyway.)
+Bytes: an op reads its tensor inputs and writes its outputs; views and parameters move nothing; an
+embedding lookup reads only the rows it gathers. A fused op (with ``members``) costs the sum of its
+members, i.e. what the unfused kernels move.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from watos.ir import Graph, Op, OpKind, Phase, TensorType, Value
+from watos.pass_manager import Pass, PassError, register_pass
+
+TypeOf = Callable[[Value], TensorType]
+_NORM_FLOPS_PER_ELEMENT = {Phase.FORWARD: 4, Phase.BACKWARD: 6}
+_FREE = (OpKind.VIEW, OpKind.PARAM, OpKind.INPUT)
+
+
+@register_pass("annotate")
+class Annotate(Pass):
+    requires = frozenset({"canonical"})
+    provides = frozenset({"costs"})
+
+    def run(self, graph: Graph) -> None:
+        for op in graph.ops:
+            op.flops, op.bytes_read, op.bytes_written = op_cost(op, graph.type_of)
+
+    def verify(self, graph: Graph) -> None:
+        for op in graph.ops:
+            if op.kind in (OpKind.MATMUL, OpKind.ATTENTION) and op.flops <= 0:
+                raise PassError(f"{op.name}: {op.kind.value} op with no FLOPs")
+
+
+def op_cost(op: Op, type_of: TypeOf) -> tuple[int, int, int]:
+    """(FLOPs, bytes read, bytes written) of one op; ``type_of`` gives the type of an input value."""
+    if op.members:
+        local = {m.id: m for m in op.members}
+
+        def member_type(v: Value) -> TensorType:
+            return local[v[0]].outputs[v[1]] if v[0] in local else type_of(v)
+
+        costs = [op_cost(m, member_type) for m in op.members]
+        return tuple(sum(c[i] for c in costs) for i in range(3))  # type: ignore[return-value]
+    if op.kind in _FREE:
+        return 0, 0, 0
+    inputs = [type_of(v) for v in op.inputs]
+    written = sum(t.nbytes for t in op.outputs)
+    read = sum(t.nbytes for t in inputs)
+    out = op.outputs[0]
+    if op.kind is OpKind.MATMUL:
+        return 2 * out.numel * inputs[-2].shape[-1], read, written
+    if op.kind is OpKind.ATTENTION:
+        return _attention_flops(op, inputs), read, written
+    if op.kind is OpKind.EMBEDDING and op.phase is Phase.FORWARD:
+        return 0, written + sum(t.nbytes for t in inputs if not t.dtype.startswith(("fp", "bf"))), written
+    if op.kind is OpKind.NORM:
+        return _NORM_FLOPS_PER_ELEMENT.get(op.phase, 4) * inputs[0].numel, read, written
+    if op.kind in (OpKind.REDUCTION, OpKind.LOSS):
+        return (inputs[0].numel if inputs else 0), read, written
+    if op.kind is OpKind.OTHER and not inputs:
+        return 0, 0, written
+    return out.numel, read, written
+
+
+def _attention_flops(op: Op, inputs: list[TensorType]) -> int:
+    q, k, v = inputs[1:4] if op.target == "attention_backward" else inputs[0:3]
+    rows = q.numel // q.shape[-1]  # b · h · s_q
+    forward = 2 * rows * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+    return 2 * forward if op.target == "attention_backward" else forward

@@ -1,0 +1,163 @@
+"""Model specs in: resolve what the user names into something the tracer can build on the meta device.
+
+A spec is one of
+  * a shipped model name (``llama3-70b``; see ``models/configs``),
+  * a path to a Hugging Face ``config.json`` of any causal-LM family transformers knows,
+  * ``path/to/file.py:factory`` or ``package.module:attr`` naming a callable that returns an
+    ``nn.Module`` (if that module also defines ``example_inputs(micro_batch, seq_len)``, its result
+    is the model's input),
+  * an ``nn.Module`` object (Python API only).
+
+Nothing here allocates weights or reaches a network: models are built under ``torch.device("meta")``.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import WatosError
+
+InputsFn = Callable[[int, int], Any]
+
+
+@dataclass
+class ModelSource:
+    """A model the tracer can build: a name, a meta-device builder, and how to make its inputs."""
+
+    name: str
+    family: str
+    build: Callable[[Any, str], Any]  # (torch dtype, attention implementation) -> nn.Module on meta
+    example_inputs: InputsFn | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    is_hf: bool = False
+
+
+def load_model(spec: Any, example_inputs: InputsFn | None = None) -> ModelSource:
+    """Resolve a model spec (see module docstring) into a :class:`ModelSource`."""
+    import torch
+
+    if isinstance(spec, torch.nn.Module):
+        return _from_module_object(spec, example_inputs)
+    if not isinstance(spec, str) or not spec:
+        raise WatosError(f"model spec must be a name, a config.json path or file.py:factory, got {spec!r}")
+    from watos.models import config_names, config_text
+
+    if (text := config_text(spec)) is not None:
+        return _from_hf_config(spec, _parse_json(text, f"models/configs/{spec}.json"))
+    path = Path(spec)
+    if spec.endswith(".json"):
+        if not path.is_file():
+            raise WatosError(f"config file not found: {spec}")
+        return _from_hf_config(path.stem if path.name != "config.json" else path.parent.name or "config",
+                               _parse_json(path.read_text(), spec))
+    if ":" in spec:
+        return _from_factory(spec, example_inputs)
+    raise WatosError(f"unknown model {spec!r}: not a shipped name ({', '.join(config_names())}), "
+                     "a config.json path, or file.py:factory / package.module:attr")
+
+
+def _parse_json(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WatosError(f"{where}: malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise WatosError(f"{where}: a config must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _from_hf_config(name: str, data: dict[str, Any]) -> ModelSource:
+    from transformers import CONFIG_MAPPING
+
+    model_type = data.get("model_type")
+    if not isinstance(model_type, str):
+        raise WatosError(f"{name}: config has no 'model_type' field")
+    if model_type not in CONFIG_MAPPING:
+        raise WatosError(f"{name}: model_type {model_type!r} is not a family transformers knows")
+    fields = {k: v for k, v in data.items() if not k.startswith("_")}
+    try:
+        config = CONFIG_MAPPING[model_type](**fields)
+    except (TypeError, ValueError) as exc:
+        raise WatosError(f"{name}: invalid {model_type} config: {_first_line(exc)}") from None
+    config.use_cache = False
+
+    def build(dtype: Any, attention: str) -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        try:
+            with torch.device("meta"):
+                return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
+        except ValueError as exc:
+            raise WatosError(f"{name}: transformers cannot build a causal LM from this config: "
+                             f"{_first_line(exc)}") from None
+
+    return ModelSource(name=name, family=model_type, build=build, config=fields, is_hf=True)
+
+
+def _from_factory(spec: str, example_inputs: InputsFn | None) -> ModelSource:
+    where, _, attr = spec.rpartition(":")
+    module = _import_file(where) if where.endswith(".py") else _import_module(where)
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise WatosError(f"{spec}: {where} has no callable {attr!r}")
+    inputs = example_inputs or getattr(module, "example_inputs", None)
+
+    def build(dtype: Any, attention: str) -> Any:
+        import torch
+
+        with torch.device("meta"):
+            try:
+                model = factory()
+            except Exception as exc:  # the user's code: report it as one line, whatever it raised
+                raise WatosError(f"{spec}: factory raised {type(exc).__name__}: {_first_line(exc)}") from None
+        if not isinstance(model, torch.nn.Module):
+            raise WatosError(f"{spec}: factory returned {type(model).__name__}, not a torch.nn.Module")
+        return model.to(dtype=dtype)
+
+    return ModelSource(name=attr, family=type(factory).__name__ if isinstance(factory, type) else attr,
+                       build=build, example_inputs=inputs)
+
+
+def _from_module_object(module: Any, example_inputs: InputsFn | None) -> ModelSource:
+    import torch
+
+    def build(dtype: Any, attention: str) -> Any:
+        return module.to(device=torch.device("meta"), dtype=dtype)
+
+    return ModelSource(name=type(module).__name__, family=type(module).__name__, build=build,
+                       example_inputs=example_inputs)
+
+
+def _import_file(path: str) -> Any:
+    file = Path(path)
+    if not file.is_file():
+        raise WatosError(f"model file not found: {path}")
+    name = f"watos_user_model_{abs(hash(file.resolve()))}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise WatosError(f"cannot load model file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: any error it raises is reported as one line
+        raise WatosError(f"{path}: importing it raised {type(exc).__name__}: {_first_line(exc)}") from None
+    return module
+
+
+def _import_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise WatosError(f"cannot import module {name!r}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
