@@ -37,7 +37,9 @@ class Canonicalize(Pass):
                                         {"impl": "eager", "dropout": _dropout_p(graph, region)})
         for op in graph.ops:
             if op.kind is OpKind.ATTENTION and op.aten != "fused":
-                op.attrs["impl"] = op.aten.split(".")[1].lstrip("_")
+                op.attrs.update(impl=op.aten.split(".")[1].lstrip("_"),
+                                causal=bool(op.attrs.pop("is_causal", False)),
+                                dropout=float(op.attrs.pop("dropout_p", 0.0)))
         for module in _norm_modules(graph):
             members = [op.id for op in graph.ops if op.module == module and op.phase is Phase.FORWARD
                        and op.kind not in (OpKind.PARAM, OpKind.INPUT)]
@@ -97,7 +99,7 @@ def _dropout_p(graph: Graph, region: list[int]) -> float:
     for op_id in region:
         op = graph.op(op_id)
         if op.target == "dropout":
-            return float(op.attrs.get("args", [0.0])[0] or 0.0)
+            return float(op.attrs.get("p", 0.0))
     return 0.0
 
 

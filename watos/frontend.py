@@ -87,17 +87,30 @@ def _from_hf_config(name: str, data: dict[str, Any]) -> ModelSource:
     config.use_cache = False
 
     def build(dtype: Any, attention: str) -> Any:
-        import torch
-        from transformers import AutoModelForCausalLM
-
+        """The model on the meta device; a family without SDPA support falls back to eager."""
         try:
-            with torch.device("meta"):
-                return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
+            return _build_causal_lm(config, dtype, attention)
         except ValueError as exc:
-            raise WatosError(f"{name}: transformers cannot build a causal LM from this config: "
-                             f"{_first_line(exc)}") from None
+            if attention == "eager" or "attention implementation" not in str(exc):
+                raise WatosError(f"{name}: transformers cannot build a causal LM from this config: "
+                                 f"{_first_line(exc)}") from None
+        return _build_causal_lm(config, dtype, "eager")
 
     return ModelSource(name=name, family=model_type, build=build, config=fields, is_hf=True)
+
+
+def _build_causal_lm(config: Any, dtype: Any, attention: str) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
+    except (AssertionError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise WatosError(f"transformers cannot build a causal LM from this {config.model_type} "
+                         f"config: {type(exc).__name__}: {_first_line(exc)}") from None
 
 
 def _from_factory(spec: str, example_inputs: InputsFn | None) -> ModelSource:

@@ -67,8 +67,13 @@ def trace(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: str = "
                      dtype=dtype, parameters=parameters, num_blocks=len(blocks), block_prefix=prefix,
                      traced_blocks=list(range(traced)), block_signatures=signatures,
                      module_types=module_types,
-                     config={**source.config, "attention": attention})
+                     config={**source.config, "attention": _attention_implementation(model, attention)})
     return _import_graph(gm, names, info)
+
+
+def _attention_implementation(model: Any, requested: str) -> str:
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) or requested
 
 
 # -- blocks -------------------------------------------------------------------------------------
@@ -291,22 +296,20 @@ def _tensor_type(value: Any) -> TensorType:
 
 
 def _scalar_attrs(node: Any) -> dict[str, Any]:
-    """Non-tensor arguments kept for passes (dims, probabilities, flags)."""
-    def plain(x: Any) -> Any:
-        if isinstance(x, (bool, int, float, str)) or x is None:
-            return x
-        if isinstance(x, (list, tuple)) and all(isinstance(e, (int, float, bool)) for e in x):
-            return list(x)
-        return ...
+    """Non-tensor arguments by schema name (dims, probabilities, flags), kept for passes."""
 
-    attrs: dict[str, Any] = {}
-    scalars = [plain(a) for a in node.args if not isinstance(a, torch.fx.Node)]
-    if any(a is not ... for a in scalars):
-        attrs["args"] = [a if a is not ... else None for a in scalars]
-    for key, value in node.kwargs.items():
-        if (v := plain(value)) is not ... and key not in ("device", "layout", "pin_memory", "memory_format"):
-            attrs[key] = v if not hasattr(v, "is_floating_point") else str(v)
-    return attrs
+    def plain(x: Any) -> Any:
+        if isinstance(x, (bool, int, float, str)):
+            return x
+        if isinstance(x, (list, tuple)) and x and all(isinstance(e, (int, float, bool)) for e in x):
+            return list(x)
+        return None
+
+    schema = node.target._schema.arguments
+    named = {arg.name: value for arg, value in zip(schema, node.args)}
+    named.update(node.kwargs)
+    return {name: v for name, value in named.items()
+            if not isinstance(value, torch.fx.Node) and (v := plain(value)) is not None}
 
 
 def _import_graph(gm: Any, names: list[tuple[str, str]], info: ModelInfo) -> Graph:
@@ -330,6 +333,8 @@ def _import_graph(gm: Any, names: list[tuple[str, str]], info: ModelInfo) -> Gra
                         phase=Phase.FORWARD, inputs=[], outputs=[_tensor_type(node.meta.get("val"))],
                         module=name.rpartition(".")[0] if kind != "input" else "")
             op.attrs["name"] = name
+            if block_re is not None and (m := block_re.match(name)):
+                op.block = int(m.group(1))
         elif node.op == "call_function" and node.target is operator.getitem:
             producer, index = values[node.args[0]], node.args[1]
             values[node] = (producer[0], producer[1] + index)
@@ -349,10 +354,10 @@ def _import_graph(gm: Any, names: list[tuple[str, str]], info: ModelInfo) -> Gra
             seq = node.meta.get("seq_nr") if not node.meta.get("is_gradient_acc") else None
             if backward:
                 owner = forward_by_seq.get(seq) if seq is not None else None
-                if owner is None:  # gradient accumulation: it belongs with the op that feeds it
-                    owner = _latest_backward_producer(op, ops)
+                if owner is None:  # accumulation, or an op autograd did not number: ask its inputs
+                    owner, feeder = _nearest_producer(op, ops)
                     op.module = owner.module if owner is not None else ""
-                    op.grad_of = owner.grad_of if owner is not None else None
+                    op.grad_of = (owner.grad_of if feeder else owner.id) if owner is not None else None
                 else:
                     op.module, op.grad_of = owner.module, owner.id
             elif seq is not None:
@@ -381,9 +386,12 @@ def _flat_nodes(node: Any) -> list[Any]:
     return [n for n in flat if isinstance(n, torch.fx.Node)]
 
 
-def _latest_backward_producer(op: Op, ops: list[Op]) -> Op | None:
-    """The most recent backward op that feeds ``op`` (gradient accumulation inherits from it)."""
-    for value in sorted(op.inputs, key=lambda v: -v[0]):
-        if ops[value[0]].phase is Phase.BACKWARD:
-            return ops[value[0]]
-    return None
+def _nearest_producer(op: Op, ops: list[Op]) -> tuple[Op | None, bool]:
+    """The latest backward op feeding ``op`` (and True), else the latest forward op it reads
+    (and False): a backward op with no autograd owner belongs with one of them."""
+    producers = sorted((ops[v[0]] for v in op.inputs), key=lambda p: -p.id)
+    for producer in producers:
+        if producer.phase is Phase.BACKWARD:
+            return producer, True
+    forward = [p for p in producers if p.kind not in (OpKind.PARAM, OpKind.INPUT)]
+    return (forward[0], False) if forward else (None, False)
