@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from watos.aten import SHAPE_ONLY
 from watos.ir import Graph, Op, OpKind, Phase, TensorType, Value
 from watos.pass_manager import Pass, PassError, register_pass
 
@@ -64,7 +65,7 @@ def op_cost(op: Op, type_of: TypeOf) -> tuple[int, int, int]:
         return _NORM_FLOPS_PER_ELEMENT.get(op.phase, 4) * inputs[0].numel, read, written
     if op.kind in (OpKind.REDUCTION, OpKind.LOSS):
         return (inputs[0].numel if inputs else 0), read, written
-    if op.kind is OpKind.OTHER and not inputs:
+    if op.kind is OpKind.OTHER and (not inputs or op.target in SHAPE_ONLY):
         return 0, 0, written
     return out.numel, read, written
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from watos.aten import SHAPE_ONLY
 from watos.ir import Graph, Op, OpKind, Phase, Value
 from watos.pass_manager import Pass, PassError, register_pass
 
@@ -53,6 +54,8 @@ def _saved_roots(graph: Graph) -> dict[Value, set[int | None]]:
     """Storage roots of forward tensors read by backward ops -> blocks whose backward reads them."""
     saved: dict[Value, set[int | None]] = defaultdict(set)
     for op in graph.phase_ops(Phase.BACKWARD):
+        if op.target in SHAPE_ONLY:
+            continue
         for value in op.inputs:
             producer = graph.op(value[0])
             if producer.phase is not Phase.FORWARD:

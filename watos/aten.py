@@ -55,14 +55,19 @@ _ALIASES = {"mul.Scalar": "mul", "add.Scalar": "add", "sub.Scalar": "sub", "div.
 
 _CREATION = {"arange", "zeros", "ones", "full", "empty", "empty_like", "zeros_like", "ones_like",
              "full_like", "scalar_tensor", "new_zeros", "new_ones", "new_empty", "new_full",
-             "empty_strided", "randint", "rand", "randn", "rand_like", "randn_like", "tensor"}
+             "empty_strided", "randint", "rand", "randn", "rand_like", "randn_like", "tensor",
+             "new_empty_strided"}
 
 
 _ELEMENTWISE_EXTRA = frozenset({
     "_to_copy", "clone", "copy", "native_dropout", "native_dropout_backward", "where", "masked_fill",
     "tril", "triu", "constant_pad_nd", "cat", "stack", "fill", "gelu_backward", "silu_backward",
-    "threshold_backward", "tanh_backward", "sigmoid_backward", "slice_backward", "select_backward",
-    "new_empty_strided"})
+    "threshold_backward", "tanh_backward", "sigmoid_backward", "slice_backward", "select_backward"})
+
+
+# Ops that read only the shape of their tensor inputs, never the data.
+SHAPE_ONLY = frozenset({"empty_like", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like",
+                        "new_zeros", "new_ones", "new_empty", "new_full", "new_empty_strided"})
 
 
 def kind_of(packet: str, pointwise: bool) -> OpKind:

@@ -23,7 +23,7 @@ Value = tuple[int, int]
 """A tensor in the graph: (id of the op that produces it, index among that op's outputs)."""
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp64": 8, "i64": 8, "i32": 4, "i16": 2, "i8": 1,
-               "u8": 1, "bool": 1, "fp8": 1, "c64": 8}
+               "u8": 1, "bool": 1, "fp8": 1, "c64": 8, "none": 0}
 
 
 class OpKind(str, Enum):

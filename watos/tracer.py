@@ -41,6 +41,7 @@ from .ir import Graph, ModelInfo, Op, OpKind, Phase, TensorType, Value
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 _IGNORED_BLOCK_ATTRIBUTES = frozenset({"layer_idx", "layer_id", "layer_number", "training"})
 _NO_TENSOR = TensorType((), "none")
+_PHASE_KEY = "watos_phase"
 
 
 def trace(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: str = "bf16",
@@ -178,7 +179,8 @@ def _trace_joint(model: Any, inputs: Any, source: ModelSource) -> tuple[Any, lis
         output = torch.func.functional_call(model, {**params, **buffers}, tuple(call_args), call_kwargs)
         loss = _loss_of(output, tuple(call_args), call_kwargs)
         setup_stacktrace_preservation_hooks([loss.grad_fn])
-        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        with fx_traceback.annotate({_PHASE_KEY: Phase.BACKWARD.value}):  # the seed gradient too
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         return loss, grads
 
     module_names = {id(m): n for n, m in model.named_modules()}
@@ -187,7 +189,7 @@ def _trace_joint(model: Any, inputs: Any, source: ModelSource) -> tuple[Any, lis
         fake = [torch.empty(p.shape, dtype=p.dtype, requires_grad=True) for p in model.parameters()]
         fake += [torch.empty(b.shape, dtype=b.dtype) for b in model.buffers()]
         fake += [torch.zeros(flat_inputs[i].shape, dtype=flat_inputs[i].dtype) for i in tensor_slots]
-        with fx_traceback.preserve_node_meta(), _ModuleScopes(module_names), _FusedDropout(), \
+        with fx_traceback.preserve_node_meta(), _ModuleScopes(module_names), _GpuKernels(), \
                 _unpacked_sequences():
             try:
                 gm = make_fx(step)(*fake)
@@ -200,21 +202,33 @@ def _trace_joint(model: Any, inputs: Any, source: ModelSource) -> tuple[Any, lis
     return gm, names
 
 
-class _FusedDropout(TorchFunctionMode):
-    """Trace dropout as the fused kernel GPUs run (``native_dropout``: output and a 1-byte mask)
-    instead of the CPU composite (``bernoulli_`` into a full-width mask, in place)."""
+class _GpuKernels(TorchFunctionMode):
+    """Trace dropout and attention as the fused kernels GPUs run, not as the CPU fallbacks.
+
+    * dropout -> ``native_dropout`` (output and a 1-byte mask), not CPU's in-place ``bernoulli_``
+      into a full-width mask;
+    * scaled_dot_product_attention -> one flash-attention op, dropout included, not CPU's
+      fp32 math fallback that SDPA takes whenever dropout is on.
+    """
+
+    _DROPOUT_ARGS = {torch.nn.functional.dropout: ("input", "p", "training", "inplace"),
+                     torch.dropout: ("input", "p", "train")}
+    _SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if func in (torch.nn.functional.dropout, torch.dropout):
-            names = ("input", "p", "training", "inplace") if func is torch.nn.functional.dropout \
-                else ("input", "p", "train")
-            bound = {**dict(zip(names, args)), **kwargs}
+        if func in self._DROPOUT_ARGS:
+            bound = {**dict(zip(self._DROPOUT_ARGS[func], args)), **kwargs}
             p = float(bound.get("p", 0.5))
-            training = bool(bound.get("training", bound.get("train", True)))
-            if not training or p == 0.0:
+            if not bound.get("training", bound.get("train", True)) or p == 0.0:
                 return bound["input"]
             return torch.ops.aten.native_dropout(bound["input"], p, True)[0]
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            bound = {**dict(zip(self._SDPA_ARGS, args)), **kwargs}
+            return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                bound["query"], bound["key"], bound["value"], float(bound.get("dropout_p", 0.0)),
+                bool(bound.get("is_causal", False)), attn_mask=bound.get("attn_mask"),
+                scale=bound.get("scale"))[0]
         return func(*args, **kwargs)
 
 
@@ -344,7 +358,8 @@ def _import_graph(gm: Any, names: list[tuple[str, str]], info: ModelInfo) -> Gra
             val = node.meta.get("val")
             outs = [_tensor_type(v) for v in val] if isinstance(val, (tuple, list)) else [_tensor_type(val)]
             inputs = [values[a] for a in _flat_nodes(node)]
-            backward = bool(node.meta.get("autograd_backward"))
+            backward = bool(node.meta.get("autograd_backward")) \
+                or node.meta.get("custom", {}).get(_PHASE_KEY) == Phase.BACKWARD.value
             stack = node.meta.get("nn_module_stack") or {}
             op = new_op(node, target=packet, kind=kind, phase=Phase.BACKWARD if backward else Phase.FORWARD,
                         inputs=inputs, outputs=outs, aten=f"aten.{packet}.{node.target._overloadname}",

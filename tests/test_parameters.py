@@ -1,0 +1,77 @@
+"""Parameter counts equal sum(p.numel()) of the same transformers model, exactly."""
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, CONFIG_MAPPING
+
+from watos.ir import OpKind
+from watos.models import config_names, config_text
+
+from conftest import traced
+
+SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=512, max_position_embeddings=256)
+
+# Families not shipped as configs, written here as a user would.
+FAMILIES = {
+    "gpt2": dict(model_type="gpt2", n_embd=64, n_layer=3, n_head=4, vocab_size=512, n_positions=256),
+    "llama": dict(model_type="llama", **SMALL),
+    "mistral": dict(model_type="mistral", sliding_window=64, **SMALL),
+    "mixtral": dict(model_type="mixtral", num_local_experts=4, num_experts_per_tok=2, **SMALL),
+    "qwen2": dict(model_type="qwen2", **SMALL),
+    "gemma": dict(model_type="gemma", head_dim=16, **SMALL),
+    "gemma2": dict(model_type="gemma2", head_dim=16, sliding_window=16, **SMALL),
+    "phi3": dict(model_type="phi3", pad_token_id=0, **SMALL),
+    "opt": dict(model_type="opt", hidden_size=64, ffn_dim=128, num_hidden_layers=3, num_attention_heads=4,
+                vocab_size=512, max_position_embeddings=256, word_embed_proj_dim=64),
+    "gpt_neox": dict(model_type="gpt_neox", hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                     num_attention_heads=4, vocab_size=512, max_position_embeddings=256),
+}
+
+
+def reference_count(config: dict) -> int:
+    fields = {k: v for k, v in config.items() if k != "model_type" and not k.startswith("_")}
+    hf_config = CONFIG_MAPPING[config["model_type"]](**fields)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def ir_parameter_count(graph) -> int:
+    """Parameters as the IR holds them: traced parameter tensors times their block multiplicity."""
+    return sum(op.outputs[0].numel * graph.weight(op) for op in graph.ops if op.kind is OpKind.PARAM)
+
+
+def test_every_model_is_shipped():
+    expected = {"gpt2", "gpt3-1.3b", "gpt3-6.7b", "gpt3-13b", "gpt3-175b", "llama-30b", "llama2-7b",
+                "llama2-13b", "llama2-70b", "llama3-8b", "llama3-70b", "llama3.1-405b", "mistral-7b",
+                "mixtral-8x7b"}
+    assert expected <= set(config_names())
+
+
+@pytest.mark.parametrize("name", config_names())
+def test_shipped_config_parameter_count_is_exact(name):
+    graph = traced(name, seq_len=16)
+    expected = reference_count(json.loads(config_text(name)))
+    assert graph.model.parameters == expected
+    assert ir_parameter_count(graph) == expected
+
+
+def test_well_known_parameter_counts():
+    # Published sizes of the real checkpoints, as a check on the shipped shapes themselves.
+    assert traced("llama2-7b", seq_len=16).model.parameters == 6_738_415_616
+    assert traced("llama3-8b", seq_len=16).model.parameters == 8_030_261_248
+    assert traced("llama3-70b", seq_len=16).model.parameters == 70_553_706_496
+    assert traced("mistral-7b", seq_len=16).model.parameters == 7_241_732_096
+    assert traced("mixtral-8x7b", seq_len=16).model.parameters == 46_702_792_704
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_unshipped_family_parameter_count_is_exact(family, write_config):
+    path = write_config(FAMILIES[family], family)
+    graph = traced(path, seq_len=32, micro_batch=2)
+    expected = reference_count(FAMILIES[family])
+    assert graph.model.parameters == expected
+    assert ir_parameter_count(graph) == expected
+    assert graph.model.num_blocks == 3
