@@ -8,27 +8,7 @@ from transformers import AutoModelForCausalLM, CONFIG_MAPPING
 from watos.ir import OpKind
 from watos.models import config_names, config_text
 
-from conftest import traced
-
-SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-             num_key_value_heads=2, vocab_size=512, max_position_embeddings=256)
-
-# Families not shipped as configs, written here as a user would.
-FAMILIES = {
-    "gpt2": dict(model_type="gpt2", n_embd=64, n_layer=3, n_head=4, vocab_size=512, n_positions=256),
-    "llama": dict(model_type="llama", **SMALL),
-    "mistral": dict(model_type="mistral", sliding_window=64, **SMALL),
-    "mixtral": dict(model_type="mixtral", num_local_experts=4, num_experts_per_tok=2, **SMALL),
-    "qwen2": dict(model_type="qwen2", **SMALL),
-    "gemma": dict(model_type="gemma", head_dim=16, **SMALL),
-    "gemma2": dict(model_type="gemma2", head_dim=16, sliding_window=16, **SMALL),
-    "phi3": dict(model_type="phi3", pad_token_id=0, **SMALL),
-    "opt": dict(model_type="opt", hidden_size=64, ffn_dim=128, num_hidden_layers=3, num_attention_heads=4,
-                vocab_size=512, max_position_embeddings=256, word_embed_proj_dim=64),
-    "gpt_neox": dict(model_type="gpt_neox", hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                     num_attention_heads=4, vocab_size=512, max_position_embeddings=256),
-}
-
+from conftest import FAMILIES, traced
 
 def reference_count(config: dict) -> int:
     fields = {k: v for k, v in config.items() if k != "model_type" and not k.startswith("_")}

@@ -8,7 +8,7 @@ every pass.
 
 A pass is registered with ``@register_pass("name")``: the built-in ones live in ``passes/`` (one per
 file, each imported on first use); a file a user adds there, or a class their code registers, joins the
-default pipeline, placed after the passes that provide what it requires.
+default pipeline right after the passes that provide what it requires.
 """
 from __future__ import annotations
 
@@ -103,28 +103,29 @@ def _import_builtin_passes() -> None:
         importlib.import_module(f"{package.__name__}.{info.name}")
 
 
+BUILTIN_PIPELINE = ("canonicalize", "annotate", "group_blocks", "saved_activations")
+"""The shipped default pipeline, in order."""
+
+
 def default_pipeline() -> list[Pass]:
-    """Every registered default pass, ordered so each runs after the providers of what it requires.
-
-    Ties keep registration order (built-in passes in file order, then user passes).
-    """
-    candidates = [cls for cls in registered_passes().values() if cls.in_default_pipeline]
-    return [cls() for cls in _order_by_dependencies(candidates)]
-
-
-def _order_by_dependencies(classes: list[type[Pass]]) -> list[type[Pass]]:
-    ordered: list[type[Pass]] = []
-    available: set[str] = set()
-    pending = list(classes)
-    while pending:
-        ready = next((c for c in pending if c.requires <= available), None)
-        if ready is None:
-            missing = {c.name: sorted(c.requires - available) for c in pending}
-            raise PassError(f"no pass provides what these require: {missing}")
-        ordered.append(ready)
-        available |= ready.provides
-        pending.remove(ready)
-    return ordered
+    """The built-in pipeline, with every other registered default pass inserted right after the
+    last pass that provides something it requires (at the end if it requires nothing); passes
+    placed at the same point keep their registration order."""
+    registry = registered_passes()
+    ordered = [registry[name] for name in BUILTIN_PIPELINE]
+    extra = [cls for name, cls in registry.items() if name not in BUILTIN_PIPELINE and cls.in_default_pipeline]
+    for cls in extra:
+        position = len(ordered)
+        if cls.requires:
+            providers = {need: [i for i, p in enumerate(ordered) if need in p.provides] for need in cls.requires}
+            missing = sorted(need for need, found in providers.items() if not found)
+            if missing:
+                raise PassError(f"pass {cls.name} requires {missing}, which no registered pass provides")
+            position = max(found[0] for found in providers.values()) + 1
+            while position < len(ordered) and ordered[position] in extra:
+                position += 1
+        ordered.insert(position, cls)
+    return [cls() for cls in ordered]
 
 
 def make_pipeline(names: Iterable[str]) -> list[Pass]:

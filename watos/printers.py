@@ -61,6 +61,10 @@ def summary(graph: Graph) -> dict[str, Any]:
     }
 
 
+def _attr(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _value(graph: Graph, v: tuple[int, int]) -> str:
     return f"%{v[0]}" if v[1] == 0 else f"%{v[0]}.{v[1]}"
 
@@ -80,9 +84,8 @@ def op_line(graph: Graph, op: Op) -> str:
         extras.append(op.attrs.get("name", ""))
     if op.members:
         extras.append(f"fused {len(op.members)} ops")
-    for key in ("impl", "dropout"):
-        if key in op.attrs:
-            extras.append(f"{key}={op.attrs[key]}")
+    extras += [f"{key}={_attr(value)}" for key, value in sorted(op.attrs.items())
+               if key not in ("name", "saved_bytes")]
     costs = f"flops={_si(op.flops)} read={_si(op.bytes_read)}B write={_si(op.bytes_written)}B"
     if "saved_bytes" in op.attrs:
         costs += f" saved={_si(op.attrs['saved_bytes'])}B"
