@@ -14,7 +14,7 @@ Fused ops keep the original ops as ``members``, so their cost is still that of t
 from __future__ import annotations
 
 from watos import aten
-from watos.ir import Graph, Op, OpKind, Phase
+from watos.ir import Graph, Op, OpKind, Phase, Region
 from watos.pass_manager import Pass, PassError, register_pass
 
 _PASS_THROUGH = (OpKind.VIEW, OpKind.ELEMENTWISE)
@@ -30,22 +30,25 @@ class Canonicalize(Pass):
                 _, packet, overload = op.aten.split(".")
                 op.target = aten.canonical_name(packet, overload)
         _drop_aliases(graph)
-        for softmax in [op for op in graph.ops if op.target == "softmax" and op.phase is Phase.FORWARD]:
-            region = _eager_attention_region(graph, softmax)
-            if region:
-                _collapse_with_backward(graph, region, "attention", OpKind.ATTENTION,
-                                        {"impl": "eager", "dropout": _dropout_p(graph, region)})
         for op in graph.ops:
-            if op.kind is OpKind.ATTENTION and op.aten != "fused":
+            if op.kind is OpKind.ATTENTION:
                 op.attrs.update(impl=op.aten.split(".")[1].lstrip("_"),
                                 causal=bool(op.attrs.pop("is_causal", False)),
                                 dropout=float(op.attrs.pop("dropout_p", 0.0)))
+        users = graph.users()
+        forward: list[Region] = []
+        for softmax in [op for op in graph.ops if op.target == "softmax" and op.phase is Phase.FORWARD]:
+            members = _eager_attention_region(graph, softmax, users)
+            if members:
+                forward.append(Region(members, f"attention_{softmax.id}", "attention", OpKind.ATTENTION,
+                                      {"impl": "eager", "dropout": _dropout_p(graph, members)}))
         for module in _norm_modules(graph):
             members = [op.id for op in graph.ops if op.module == module and op.phase is Phase.FORWARD
                        and op.kind not in (OpKind.PARAM, OpKind.INPUT)]
             if sum(graph.op(i).kind is not OpKind.VIEW for i in members) > 1:
-                _collapse_with_backward(graph, members, "norm", OpKind.NORM,
-                                        {"impl": graph.model.module_types[module]})
+                forward.append(Region(members, f"norm_{members[0]}", "norm", OpKind.NORM,
+                                      {"impl": graph.model.module_types[module]}))
+        graph.collapse(forward + _backward_regions(graph, forward))
 
     def verify(self, graph: Graph) -> None:
         for op in graph.ops:
@@ -66,7 +69,7 @@ def _drop_aliases(graph: Graph) -> None:
     graph.reindex()
 
 
-def _eager_attention_region(graph: Graph, softmax: Op) -> list[int]:
+def _eager_attention_region(graph: Graph, softmax: Op, users: dict[int, list[Op]]) -> list[int]:
     """Ops from the score matmul through softmax to the value matmul, or [] if not that pattern."""
     upstream: list[int] = []
     producer = graph.op(softmax.inputs[0][0])
@@ -76,7 +79,6 @@ def _eager_attention_region(graph: Graph, softmax: Op) -> list[int]:
     if producer.kind is not OpKind.MATMUL or producer.phase is not Phase.FORWARD:
         return []
     upstream.append(producer.id)
-    users = graph.users()
     downstream: list[int] = []
     frontier = [softmax]
     value_matmul = None
@@ -103,15 +105,15 @@ def _dropout_p(graph: Graph, region: list[int]) -> float:
     return 0.0
 
 
-def _collapse_with_backward(graph: Graph, region: list[int], target: str, kind: OpKind,
-                            attrs: dict) -> None:
-    inside = set(region)
-    fused = graph.collapse(region, name=f"{target}_{min(inside)}", target=target, kind=kind, attrs=attrs)
-    backward = [op.id for op in graph.ops if op.phase is Phase.BACKWARD and op.grad_of == fused.id]
-    if backward:
-        bwd = graph.collapse(backward, name=f"{target}_backward_{min(backward)}",
-                             target=f"{target}_backward", kind=kind, attrs=attrs)
-        bwd.grad_of = fused.id
+def _backward_regions(graph: Graph, forward: list[Region]) -> list[Region]:
+    """For each forward region, the backward ops that differentiate its members."""
+    region_of = {m: i for i, region in enumerate(forward) for m in region.members}
+    members: dict[int, list[int]] = {}
+    for op in graph.phase_ops(Phase.BACKWARD):
+        if op.grad_of in region_of:
+            members.setdefault(region_of[op.grad_of], []).append(op.id)
+    return [Region(ids, f"{forward[i].target}_backward_{ids[0]}", f"{forward[i].target}_backward",
+                   forward[i].kind, forward[i].attrs) for i, ids in sorted(members.items())]
 
 
 def _norm_modules(graph: Graph) -> list[str]:

@@ -54,3 +54,14 @@ def write_config(tmp_path):
         return str(path)
 
     return write
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="run the large-model checks (marked slow) at full size instead of their small form")
+
+
+@pytest.fixture
+def full_size(request) -> bool:
+    """True under --slow: slow-marked checks then use their full-size models."""
+    return request.config.getoption("--slow")

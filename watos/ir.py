@@ -99,6 +99,17 @@ class Op:
         return (self.id, 0)
 
 
+@dataclass(frozen=True)
+class Region:
+    """Ops to fuse into one (see :meth:`Graph.collapse`): members, and the fused op's identity."""
+
+    members: list[int]
+    name: str
+    target: str
+    kind: OpKind
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class BlockGroup:
     """Full-model transformer blocks that share one structure, costed through one traced block."""
@@ -223,43 +234,61 @@ class Graph:
             stack.extend(op.members)
         self.outputs = {k: mapping.get(v, v) for k, v in self.outputs.items()}
 
-    def collapse(self, member_ids: list[int], *, name: str, target: str, kind: OpKind,
-                 attrs: dict[str, Any] | None = None) -> Op:
-        """Replace a region of ops by one op that keeps the originals as ``members``.
+    def collapse(self, regions: list[Region]) -> list[Op]:
+        """Replace each region of ops by one op that keeps the originals as ``members``.
 
-        The new op reads every value the region reads from outside, and outputs every value the
-        region produces that is read outside it (including by the backward pass: saved tensors
-        stay visible). Ops on a path from one member to another join the region, so that it stays
-        convex (no value leaves it and comes back). It takes the place of the region's last member in
-        execution order, and ops between the members that read it move after it.
+        A fused op reads every value its region reads from outside, and outputs every value the
+        region produces that is read outside it (including by the backward pass: saved tensors stay
+        visible). Ops on a path from one member to another join the region, so that it stays convex
+        (no value leaves it and comes back). A fused op takes the place of its region's last member;
+        ops that read it move after it. Its ``grad_of`` is its members' (when they agree), and ops
+        whose ``grad_of`` was a member now name the fused op. Regions must not overlap.
         """
-        members = self._convex_hull(set(member_ids))
-        inside = {m.id for m in members}
-        ext_inputs = list(dict.fromkeys(v for m in members for v in m.inputs if v[0] not in inside))
-        read_outside = {v for op in self.ops if op.id not in inside for v in op.inputs}
-        read_outside |= set(self.outputs.values())
-        escaping = [(m.id, i) for m in members for i in range(len(m.outputs))
-                    if (m.id, i) in read_outside]
-        last = members[-1]
-        fused = Op(id=self.next_id(), name=name, target=target, kind=kind, phase=last.phase,
-                   inputs=ext_inputs, outputs=[self.type_of(v) for v in escaping], aten="fused",
-                   module=_common_module(m.module for m in members), block=last.block,
-                   params=list(dict.fromkeys(p for m in members for p in m.params)),
-                   attrs=dict(attrs or {}), members=members)
-        position = self.ops.index(last)
-        self.ops[position] = fused
-        self.ops = [op for op in self.ops if op.id not in inside or op is fused]
-        self.reindex()
-        for op in self.ops:
-            if op.grad_of in inside:
-                op.grad_of = fused.id
-        self.replace_uses({v: (fused.id, i) for i, v in enumerate(escaping)})
-        self._stable_toposort()
-        return fused
-
-    def _convex_hull(self, member_ids: set[int]) -> list[Op]:
-        """``member_ids`` plus every op on a path between two of them, in execution order."""
         position = {op.id: i for i, op in enumerate(self.ops)}
+        hulls = [self._convex_hull(set(r.members), position) for r in regions]
+        region_of: dict[int, int] = {}
+        for index, hull in enumerate(hulls):
+            for op in hull:
+                if region_of.setdefault(op.id, index) != index:
+                    raise WatosError(f"IR: op {op.name} is in two fused regions")
+        escaping: list[dict[Value, None]] = [{} for _ in regions]
+        for op in self.ops:
+            for value in op.inputs:
+                r = region_of.get(value[0])
+                if r is not None and region_of.get(op.id) != r:
+                    escaping[r][value] = None
+        for value in self.outputs.values():
+            if (r := region_of.get(value[0])) is not None:
+                escaping[r][value] = None
+        mapping: dict[Value, Value] = {}
+        replaces: dict[int, Op] = {}
+        fused_ops = []
+        for region, hull, outs in zip(regions, hulls, escaping):
+            inside = {m.id for m in hull}
+            outs_sorted = sorted(outs, key=lambda v: (position[v[0]], v[1]))
+            owners = {m.grad_of for m in hull}
+            fused = Op(id=self.next_id(), name=region.name, target=region.target, kind=region.kind,
+                       phase=hull[-1].phase, outputs=[self.type_of(v) for v in outs_sorted], aten="fused",
+                       inputs=list(dict.fromkeys(v for m in hull for v in m.inputs if v[0] not in inside)),
+                       module=_common_module(m.module for m in hull), block=hull[-1].block,
+                       params=list(dict.fromkeys(p for m in hull for p in m.params)),
+                       attrs=dict(region.attrs), members=hull,
+                       grad_of=owners.pop() if len(owners) == 1 else None)
+            mapping.update({v: (fused.id, i) for i, v in enumerate(outs_sorted)})
+            replaces[hull[-1].id] = fused
+            fused_ops.append(fused)
+        self.ops = [replaces.get(op.id, op) for op in self.ops if op.id not in region_of or op.id in replaces]
+        self.reindex()
+        member_to_fused = {m.id: f.id for f in fused_ops for m in f.members}
+        for op in self.ops:
+            if op.grad_of in member_to_fused:
+                op.grad_of = member_to_fused[op.grad_of]
+        self.replace_uses(mapping)
+        self._stable_toposort()
+        return fused_ops
+
+    def _convex_hull(self, member_ids: set[int], position: dict[int, int]) -> list[Op]:
+        """``member_ids`` plus every op on a path between two of them, in execution order."""
         first = min(position[i] for i in member_ids)
         last = max(position[i] for i in member_ids)
         span = self.ops[first:last + 1]

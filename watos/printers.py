@@ -51,6 +51,7 @@ def summary(graph: Graph) -> dict[str, Any]:
         "dtype": graph.model.dtype,
         "forward_flops": flops[Phase.FORWARD],
         "backward_flops": flops[Phase.BACKWARD],
+        "optimizer_flops": flops[Phase.OPTIMIZER],
         "bytes_moved": graph.total("bytes_read") + graph.total("bytes_written"),
         "activation_bytes_per_block": per_block,
         "activation_bytes_per_block_as_traced": max(

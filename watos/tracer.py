@@ -167,13 +167,14 @@ def _trace_joint(model: Any, inputs: Any, source: ModelSource) -> tuple[Any, lis
     args, kwargs = inputs
     flat_inputs, input_spec = pytree.tree_flatten((args, kwargs))
     tensor_slots = [i for i, x in enumerate(flat_inputs) if isinstance(x, torch.Tensor)]
-    n_p, n_b = len(param_names), len(buffer_names)
+    n_p, n_b, n_i = len(param_names), len(buffer_names), len(tensor_slots)
+    state_names = [(n, state) for n, p in model.named_parameters() for state in _adamw_states(p.dtype)]
 
     def step(*flat: Any) -> Any:
         params = dict(zip(param_names, flat[:n_p]))
         buffers = dict(zip(buffer_names, flat[n_p:n_p + n_b]))
         values = list(flat_inputs)
-        for slot, tensor in zip(tensor_slots, flat[n_p + n_b:]):
+        for slot, tensor in zip(tensor_slots, flat[n_p + n_b:n_p + n_b + n_i]):
             values[slot] = tensor
         call_args, call_kwargs = pytree.tree_unflatten(values, input_spec)
         output = torch.func.functional_call(model, {**params, **buffers}, tuple(call_args), call_kwargs)
@@ -181,7 +182,13 @@ def _trace_joint(model: Any, inputs: Any, source: ModelSource) -> tuple[Any, lis
         setup_stacktrace_preservation_hooks([loss.grad_fn])
         with fx_traceback.annotate({_PHASE_KEY: Phase.BACKWARD.value}):  # the seed gradient too
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        return loss, grads
+        states: dict[str, dict[str, Any]] = {}
+        for (name, state), tensor in zip(state_names, flat[n_p + n_b + n_i:]):
+            states.setdefault(name, {})[state] = tensor
+        with fx_traceback.annotate({_PHASE_KEY: Phase.OPTIMIZER.value}):
+            updated = [_adamw_update(name, params[name], grad, states[name])
+                       for name, grad in zip(param_names, grads)]
+        return loss, grads, updated
 
     module_names = {id(m): n for n, m in model.named_modules()}
     mode = FakeTensorMode(allow_non_fake_inputs=False)
@@ -189,6 +196,8 @@ def _trace_joint(model: Any, inputs: Any, source: ModelSource) -> tuple[Any, lis
         fake = [torch.empty(p.shape, dtype=p.dtype, requires_grad=True) for p in model.parameters()]
         fake += [torch.empty(b.shape, dtype=b.dtype) for b in model.buffers()]
         fake += [torch.zeros(flat_inputs[i].shape, dtype=flat_inputs[i].dtype) for i in tensor_slots]
+        shapes = {n: p.shape for n, p in model.named_parameters()}
+        fake += [torch.zeros(shapes[name], dtype=torch.float32) for name, _ in state_names]
         with fx_traceback.preserve_node_meta(), _ModuleScopes(module_names), _GpuKernels(), \
                 _unpacked_sequences():
             try:
@@ -198,8 +207,40 @@ def _trace_joint(model: Any, inputs: Any, source: ModelSource) -> tuple[Any, lis
             except Exception as exc:  # any failure inside the user's model is reported as one line
                 raise WatosError(_describe_trace_failure(exc, source.name)) from None
     names = ([("param", n) for n in param_names] + [("buffer", n) for n in buffer_names]
-             + [("input", f"input{i}") for i in range(len(tensor_slots))])
+             + [("input", f"input{i}") for i in range(len(tensor_slots))]
+             + [("optimizer_state", f"{name}:{state}") for name, state in state_names])
     return gm, names
+
+
+# Mixed-precision AdamW hyper-parameters: they change no shape or cost, only make the update concrete.
+_ADAMW = {"lr": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
+
+
+def _adamw_states(dtype: torch.dtype) -> tuple[str, ...]:
+    """Optimizer state per parameter: fp32 moments, plus an fp32 master copy of 16-bit weights."""
+    return ("exp_avg", "exp_avg_sq") + (("master",) if dtype != torch.float32 else ())
+
+
+def _adamw_update(name: str, param: Any, grad: Any, state: dict[str, Any]) -> Any:
+    """One AdamW step (Loshchilov & Hutter 2019, Algorithm 2) for one parameter, in place on its
+    fp32 state, at step 1 (bias corrections are constants); returns the new weights in the model's
+    dtype. Runs under the parameter's module scope so it is counted with its block."""
+    module = name.rpartition(".")[0]
+    fx_traceback.current_meta["nn_module_stack"] = {module: (module, "")}
+    try:
+        master = state.get("master", param)
+        if grad is None:
+            return master.to(param.dtype)
+        g = grad.float()
+        b1, b2 = _ADAMW["beta1"], _ADAMW["beta2"]
+        state["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
+        state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+        denominator = (state["exp_avg_sq"] / (1 - b2)).sqrt_().add_(_ADAMW["eps"])
+        master.mul_(1 - _ADAMW["lr"] * _ADAMW["weight_decay"])
+        master.addcdiv_(state["exp_avg"], denominator, value=-_ADAMW["lr"] / (1 - b1))
+        return master.to(param.dtype)
+    finally:
+        fx_traceback.current_meta.pop("nn_module_stack", None)
 
 
 class _GpuKernels(TorchFunctionMode):
@@ -358,10 +399,13 @@ def _import_graph(gm: Any, names: list[tuple[str, str]], info: ModelInfo) -> Gra
             val = node.meta.get("val")
             outs = [_tensor_type(v) for v in val] if isinstance(val, (tuple, list)) else [_tensor_type(val)]
             inputs = [values[a] for a in _flat_nodes(node)]
-            backward = bool(node.meta.get("autograd_backward")) \
-                or node.meta.get("custom", {}).get(_PHASE_KEY) == Phase.BACKWARD.value
+            annotated = node.meta.get("custom", {}).get(_PHASE_KEY)
+            phase = Phase(annotated) if annotated else Phase.FORWARD
+            if node.meta.get("autograd_backward"):
+                phase = Phase.BACKWARD
+            backward = phase is Phase.BACKWARD
             stack = node.meta.get("nn_module_stack") or {}
-            op = new_op(node, target=packet, kind=kind, phase=Phase.BACKWARD if backward else Phase.FORWARD,
+            op = new_op(node, target=packet, kind=kind, phase=phase,
                         inputs=inputs, outputs=outs, aten=f"aten.{packet}.{node.target._overloadname}",
                         module=next(reversed(stack)) if stack else "", attrs=_scalar_attrs(node))
             if node.target._schema.is_mutable:
@@ -380,12 +424,13 @@ def _import_graph(gm: Any, names: list[tuple[str, str]], info: ModelInfo) -> Gra
             if block_re is not None and (m := block_re.match(op.module)):
                 op.block = int(m.group(1))
         elif node.op == "output":
-            loss, grads = node.args[0]
+            loss, grads, updated = node.args[0]
             outputs["loss"] = values[loss]
             param_names = [n for k, n in names if k == "param"]
-            for name, grad in zip(param_names, grads):
+            for name, grad, new in zip(param_names, grads, updated):
                 if grad is not None:
                     outputs[f"grad:{name}"] = values[grad]
+                outputs[f"param:{name}"] = values[new]
         else:
             raise WatosError(f"unsupported node in traced graph: {node.op} {node.target}")
     graph = Graph(model=info, ops=ops, outputs=outputs)
