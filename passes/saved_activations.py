@@ -37,6 +37,7 @@ class SavedActivations(Pass):
             "as_traced": _account(graph, saved),
             "fused": _account(graph, fused),
             "used": "fused",
+            "tensors": {"as_traced": _tensors(graph, saved), "fused": _tensors(graph, fused)},
         }
         for op in graph.ops:
             op.attrs.pop("saved_bytes", None)
@@ -129,13 +130,24 @@ def _forward_readers(graph: Graph) -> dict[Value, list[Op]]:
     return readers
 
 
+def _owner(graph: Graph, root: Value, readers: set[int | None]) -> int | None:
+    """The block a saved tensor belongs to: its only reader's, else its producer's."""
+    return next(iter(readers)) if len(readers) == 1 else graph.op(root[0]).block
+
+
+def _tensors(graph: Graph, roots: dict[Value, set[int | None]]) -> list[list]:
+    """[producer op id, output index, bytes, owning block] of every saved tensor, in graph order."""
+    return sorted([root[0], root[1], graph.type_of(root).nbytes, _owner(graph, root, readers)]
+                  for root, readers in roots.items())
+
+
 def _account(graph: Graph, roots: dict[Value, set[int | None]]) -> dict:
     """Bytes per traced block, at model level, and over the whole model (blocks replicated)."""
     per_block: dict[int, int] = defaultdict(int)
     model_level = 0
     for root, readers in roots.items():
         nbytes = graph.type_of(root).nbytes
-        owner = next(iter(readers)) if len(readers) == 1 else graph.op(root[0]).block
+        owner = _owner(graph, root, readers)
         if owner is None:
             model_level += nbytes
         else:

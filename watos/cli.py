@@ -127,6 +127,170 @@ def _print_trace(report: dict[str, Any], elapsed: float, dump_dir: str | None) -
         Console().print(f"IR dumps in {dump_dir}/")
 
 
+def _compile_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "compile", help="cost one training plan of a model on a hardware target",
+        description="Trace MODEL, split it by the plan (TP/PP/DP/CP, ZeRO, recompute, sequence "
+                    "parallelism, interleaving), cost it on TARGET and report step time, tokens/s, MFU, "
+                    "HFU, peak memory per device and a breakdown.")
+    p.add_argument("model", metavar="MODEL", help="as for `watos trace`")
+    p.add_argument("--target", required=True, metavar="T", help="a shipped target (`watos targets`) or a YAML file")
+    p.add_argument("--plan", metavar="PLAN.yaml", help="read the plan from a YAML file (flags override it)")
+    p.add_argument("--tp", type=int, help="tensor-parallel degree")
+    p.add_argument("--pp", type=int, help="pipeline stages")
+    p.add_argument("--dp", type=int, help="data-parallel replicas")
+    p.add_argument("--cp", type=int, help="context-parallel degree")
+    p.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help="ZeRO stage")
+    p.add_argument("--micro-batch", type=int, help="sequences per micro-batch")
+    p.add_argument("--global-batch", type=int, help="sequences per optimizer step")
+    p.add_argument("--recompute", choices=["none", "selective", "full"])
+    p.add_argument("--sequence-parallel", action="store_true", default=None)
+    p.add_argument("--interleave", type=int, help="model chunks per pipeline stage (interleaved 1F1B)")
+    p.add_argument("--strategy", choices=["3d", "weight-streaming"])
+    p.add_argument("--seq", type=int, default=2048, metavar="N", help="sequence length (default 2048)")
+    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    p.add_argument("--dump-ir", metavar="DIR", help="write NNN_<pass> dumps after every pass")
+    p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
+    p.set_defaults(run=_run_compile)
+
+
+_PLAN_FLAGS = ("tp", "pp", "dp", "cp", "zero", "micro_batch", "global_batch", "recompute", "sequence_parallel",
+               "interleave", "strategy")
+
+
+def _run_compile(args: argparse.Namespace) -> int:
+    from .compile import attention_for, cost_plan
+    from .hardware import load_target
+    from .pass_manager import default_pipeline
+    from .plan import check_plan, load_plan, make_plan
+    from .printers import DumpIR
+    from .tracer import trace
+    from . import load_model
+
+    target = load_target(args.target)
+    fields = load_plan(args.plan).model_dump() if args.plan else {}
+    fields.update({k: getattr(args, k) for k in _PLAN_FLAGS if getattr(args, k) is not None})
+    plan = make_plan(fields)
+    source = load_model(args.model)
+    graph = trace(source, seq_len=args.seq, micro_batch=plan.micro_batch, dtype=args.dtype,
+                  attention=attention_for(target))
+    config = graph.model.config
+    heads = config.get("num_attention_heads") or config.get("n_head") or 1
+    kv_heads = config.get("num_key_value_heads") or heads
+    devices = target.devices_per_system * (target.systems.count if target.systems else 1) \
+        if target.topology.kind == "mesh2d" else None
+    check_plan(plan, heads=heads, kv_heads=kv_heads, layers=max(graph.model.num_blocks, 1),
+               seq_len=args.seq, devices=devices)
+    with _staged_dumps(args.dump_ir) as instruments:
+        from .pass_manager import PassManager
+        PassManager(default_pipeline(), instruments).run(graph)
+        costed = cost_plan(graph, target, plan, instruments=_continuing(instruments), dtype=args.dtype)
+    cost = {k: v for k, v in costed.analyses["cost"].items()}
+    result = {"model": graph.model.name, "target": target.name, "plan": plan.model_dump(), **cost}
+    if args.json:
+        print(json.dumps(result, sort_keys=True, default=float))
+    else:
+        _print_compile(result)
+    return 0
+
+
+def _continuing(instruments: list[Any]) -> list[Any]:
+    """The same dump instruments, numbering on after the trace pipeline's passes."""
+    for instrument in instruments:
+        if hasattr(instrument, "offset"):
+            instrument.offset = instrument.count
+    return instruments
+
+
+class _staged_dumps:
+    """``--dump-ir DIR``: dumps go to a staging folder that replaces DIR only if all succeeds."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        self.staging: Path | None = None
+
+    def __enter__(self) -> list[Any]:
+        from .printers import DumpIR
+
+        if not self.directory:
+            return []
+        self.staging = Path(tempfile.mkdtemp(prefix=".watos-dump-", dir=Path(self.directory).resolve().parent))
+        return [DumpIR(self.staging)]
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if self.staging is None:
+            return
+        if kind is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        else:
+            _replace_dir(self.staging, Path(self.directory))
+
+
+def _print_compile(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    plan = result["plan"]
+    table = Table(title=f"watos compile {result['model']} on {result['target']}  (tp {plan['tp']}, pp {plan['pp']}, "
+                        f"dp {plan['dp']}, cp {plan['cp']}, micro-batch {plan['micro_batch']}, recompute "
+                        f"{plan['recompute']})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("step time", f"{result['step_time_s']:.4g} s")
+    table.add_row("tokens/s (per device)", f"{result['tokens_per_s']:,.0f} ({result['tokens_per_s_per_device']:,.1f})")
+    table.add_row("MFU / HFU", f"{result['mfu']:.1%} / {result['hfu']:.1%}")
+    table.add_row("peak memory per device", f"{result['peak_memory_bytes_per_device'] / 1e9:.1f} GB of "
+                                             f"{result['memory_capacity_bytes_per_device'] / 1e9:.1f} GB"
+                                             + ("" if result["fits"] else "  (does not fit)"))
+    for name, seconds in result["breakdown_s"].items():
+        table.add_row(f"  {name}", f"{seconds:.4g} s")
+    Console().print(table)
+
+
+def _validate_parser(sub: Any) -> None:
+    p = sub.add_parser("validate", help="predict published training runs and report the error",
+                       description="Predict every case of a watos-validation-cases/1 file (choosing each knob "
+                                   "a case leaves null) and compare with the measured tokens/s per device.")
+    p.add_argument("cases", metavar="CASES.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
+    p.set_defaults(run=_run_validate)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from .validate import validate
+
+    result = validate(args.cases)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"watos validate {args.cases}")
+    for column in ("case", "predicted", "measured", "error", "chosen"):
+        table.add_column(column, justify="left" if column in ("case", "chosen") else "right")
+    for case in result["cases"]:
+        chosen = ", ".join(f"{k}={v}" for k, v in case["chosen"].items())
+        table.add_row(case["id"], f"{case['predicted_tokens_per_s_per_device']:,.2f}",
+                      f"{case['measured_tokens_per_s_per_device']:,.2f}", f"{case['error']:+.1%}", chosen)
+    Console().print(table)
+    Console().print(f"mean absolute error {result['mean_abs_error']:.2%}, max {result['max_abs_error']:.2%}")
+    return 0
+
+
+def _targets_parser(sub: Any) -> None:
+    p = sub.add_parser("targets", help="list the shipped hardware targets")
+    p.set_defaults(run=_run_targets)
+
+
+def _run_targets(args: argparse.Namespace) -> int:
+    from .hardware import load_target, shipped_targets
+
+    for name in shipped_targets():
+        print(f"{name:16s} {load_target(name).description}")
+    return 0
+
+
 def _models_parser(sub: Any) -> None:
     p = sub.add_parser("models", help="list the shipped model configs")
     p.set_defaults(run=_run_models)
@@ -145,7 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="WATOS: find how to train a PyTorch LLM fastest on a wafer-scale chip.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _trace_parser(sub)
+    _compile_parser(sub)
+    _validate_parser(sub)
     _models_parser(sub)
+    _targets_parser(sub)
     return parser
 
 

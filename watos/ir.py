@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Iterable, Iterator
 
@@ -165,6 +165,10 @@ class Graph:
     def op(self, op_id: int) -> Op:
         return self._by_id[op_id]
 
+    def get(self, op_id: int | None) -> Op | None:
+        """The op with this id, or None (``grad_of`` may name an op a pass removed)."""
+        return self._by_id.get(op_id) if op_id is not None else None
+
     def type_of(self, value: Value) -> TensorType:
         return self._by_id[value[0]].outputs[value[1]]
 
@@ -208,6 +212,14 @@ class Graph:
         for label, (producer, _) in self.outputs.items():
             if producer not in seen:
                 raise WatosError(f"IR: graph output {label} refers to missing op {producer}")
+
+    def clone(self) -> "Graph":
+        """A copy whose ops (and members) can be annotated without touching this graph."""
+        clone = Graph(model=self.model, ops=[_clone_op(op) for op in self.ops], outputs=dict(self.outputs),
+                      block_groups=list(self.block_groups), analyses=dict(self.analyses),
+                      properties=set(self.properties))
+        clone._last_id = self._last_id
+        return clone
 
     # -- replication ---------------------------------------------------------------------------
     def weight(self, op: Op) -> int:
@@ -321,6 +333,10 @@ class Graph:
             stuck = next(op for op in self.ops if waiting[op.id] > 0)
             raise WatosError(f"IR: cycle through {stuck.name} after a rewrite")
         self.ops = order
+
+
+def _clone_op(op: Op) -> Op:
+    return replace(op, inputs=list(op.inputs), attrs=dict(op.attrs), members=[_clone_op(m) for m in op.members])
 
 
 def _common_module(paths: Iterable[str]) -> str:

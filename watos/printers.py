@@ -158,6 +158,8 @@ class DumpIR(Instrument):
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
+        self.offset = 0  # dump numbers continue after this many passes (a second pipeline)
+        self.count = 0
 
     def _write(self, stem: str, graph: Graph) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -166,7 +168,9 @@ class DumpIR(Instrument):
         (self.directory / f"{stem}.dot").write_text(to_dot(graph))
 
     def start(self, graph: Graph) -> None:
-        self._write("000_import", graph)
+        if not self.offset:
+            self._write("000_import", graph)
 
     def after_pass(self, index: int, p: Pass, graph: Graph) -> None:
-        self._write(f"{index:03d}_{p.name}", graph)
+        self.count = self.offset + index
+        self._write(f"{self.count:03d}_{p.name}", graph)

@@ -42,6 +42,7 @@ ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 _IGNORED_BLOCK_ATTRIBUTES = frozenset({"layer_idx", "layer_id", "layer_number", "training"})
 _NO_TENSOR = TensorType((), "none")
 _PHASE_KEY = "watos_phase"
+_PARAM_KEY = "watos_param"
 
 
 def trace(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: str = "bf16",
@@ -224,23 +225,29 @@ def _adamw_states(dtype: torch.dtype) -> tuple[str, ...]:
 def _adamw_update(name: str, param: Any, grad: Any, state: dict[str, Any]) -> Any:
     """One AdamW step (Loshchilov & Hutter 2019, Algorithm 2) for one parameter, in place on its
     fp32 state, at step 1 (bias corrections are constants); returns the new weights in the model's
-    dtype. Runs under the parameter's module scope so it is counted with its block."""
+    dtype. Runs under the parameter's module scope so it is counted with its block, and names the
+    parameter on every op."""
     module = name.rpartition(".")[0]
     fx_traceback.current_meta["nn_module_stack"] = {module: (module, "")}
     try:
-        master = state.get("master", param)
-        if grad is None:
-            return master.to(param.dtype)
-        g = grad.float()
-        b1, b2 = _ADAMW["beta1"], _ADAMW["beta2"]
-        state["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
-        state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-        denominator = (state["exp_avg_sq"] / (1 - b2)).sqrt_().add_(_ADAMW["eps"])
-        master.mul_(1 - _ADAMW["lr"] * _ADAMW["weight_decay"])
-        master.addcdiv_(state["exp_avg"], denominator, value=-_ADAMW["lr"] / (1 - b1))
-        return master.to(param.dtype)
+        with fx_traceback.annotate({_PARAM_KEY: name}):
+            return _adamw_math(param, grad, state)
     finally:
         fx_traceback.current_meta.pop("nn_module_stack", None)
+
+
+def _adamw_math(param: Any, grad: Any, state: dict[str, Any]) -> Any:
+    master = state.get("master", param)
+    if grad is None:
+        return master.to(param.dtype)
+    g = grad.float()
+    b1, b2 = _ADAMW["beta1"], _ADAMW["beta2"]
+    state["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
+    state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+    denominator = (state["exp_avg_sq"] / (1 - b2)).sqrt_().add_(_ADAMW["eps"])
+    master.mul_(1 - _ADAMW["lr"] * _ADAMW["weight_decay"])
+    master.addcdiv_(state["exp_avg"], denominator, value=-_ADAMW["lr"] / (1 - b1))
+    return master.to(param.dtype)
 
 
 class _GpuKernels(TorchFunctionMode):
@@ -410,6 +417,8 @@ def _import_graph(gm: Any, names: list[tuple[str, str]], info: ModelInfo) -> Gra
                         module=next(reversed(stack)) if stack else "", attrs=_scalar_attrs(node))
             if node.target._schema.is_mutable:
                 op.attrs["inplace"] = True
+            if _PARAM_KEY in node.meta.get("custom", {}):
+                op.attrs["param"] = node.meta["custom"][_PARAM_KEY]
             seq = node.meta.get("seq_nr") if not node.meta.get("is_gradient_acc") else None
             if backward:
                 owner = forward_by_seq.get(seq) if seq is not None else None

@@ -1,0 +1,1 @@
+"""Shipped hardware targets (YAML), loaded by ``watos.hardware.load_target``."""

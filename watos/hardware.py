@@ -1,0 +1,175 @@
+"""Hardware targets: a validated YAML description of devices, their memory, and how they are connected.
+
+Units are in the key names: ``_tflops`` (10¹² FLOP/s), ``_gb`` (10⁹ bytes), ``_gb_per_s`` (10⁹ bytes per
+second), ``_us`` / ``_ns`` (micro-/nanoseconds). A target is either
+
+* ``switched``: devices in fast domains (an NVLink/NVSwitch node) joined by a slower fabric
+  (an InfiniBand fat tree), each tier costed with the α-β model; or
+* ``mesh2d``: a wafer of dies in a rows x cols mesh, each die linked to its four neighbours, with off-wafer
+  I/O at the edges; several wafers may be joined by wafer-to-wafer links.
+
+Efficiency parameters (``efficiency:``) are calibrated once per target on the public validation set and
+say so in the file; they are never fitted per case.
+"""
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import WatosError
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Efficiency(_Strict):
+    """How close kernels get to the roofline (calibrated; see the target file's comment).
+
+    matmul efficiency of an op with ``f`` FLOPs whose right operand's smaller dimension is ``d``:
+    ``matmul_max · f/(f + matmul_half_gflop·10⁹) · d/(d + matmul_half_dim)``;
+    memory-bound ops reach ``memory`` of the DRAM (or SRAM) bandwidth; every kernel costs at least
+    ``kernel_overhead_us``; collectives reach ``network`` of the link bandwidth.
+    """
+
+    matmul_max: Fraction
+    matmul_half_gflop: NonNegative
+    matmul_half_dim: NonNegative
+    memory: Fraction
+    kernel_overhead_us: NonNegative
+    network: Fraction
+
+
+class Device(_Strict):
+    """One compute device: a GPU, or one die of a wafer."""
+
+    name: str
+    peak_tflops: dict[Literal["bf16", "fp16", "fp32", "tf32", "fp8"], Positive]
+    sram_capacity_mb: NonNegative
+    sram_bandwidth_gb_per_s: NonNegative
+    dram_capacity_gb: NonNegative
+    dram_bandwidth_gb_per_s: NonNegative
+    efficiency: Efficiency
+
+
+class Tier(_Strict):
+    """One level of a switched network: ``size`` devices share it (None: all of them)."""
+
+    name: str
+    size: int | None = Field(default=None, gt=0)
+    bandwidth_gb_per_s_per_direction: Positive
+    latency_us: NonNegative
+
+
+class Switched(_Strict):
+    kind: Literal["switched"]
+    tiers: list[Tier] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _nested(self) -> "Switched":
+        sizes = [t.size for t in self.tiers[:-1]]
+        if any(s is None for s in sizes):
+            raise ValueError("only the last tier may span all devices (size: null)")
+        return self
+
+
+class Mesh2D(_Strict):
+    kind: Literal["mesh2d"]
+    rows: int = Field(gt=0)
+    cols: int = Field(gt=0)
+    link_bandwidth_gb_per_s_per_direction: Positive
+    links_per_edge: int = Field(default=1, gt=0)
+    latency_ns: NonNegative
+    io_bandwidth_gb_per_s: NonNegative = Field(description="off-wafer I/O at the wafer edges, in total")
+
+
+class SystemLink(_Strict):
+    """Links between systems (wafers, or Cerebras systems through SwarmX)."""
+
+    count: int = Field(default=1, gt=0)
+    bandwidth_gb_per_s_per_direction: Positive
+    latency_us: NonNegative
+
+
+class WeightStreaming(_Strict):
+    """Off-device weight memory streamed layer by layer (Cerebras MemoryX)."""
+
+    capacity_tb: Positive
+    bandwidth_gb_per_s: Positive
+
+
+class Target(_Strict):
+    """A hardware target (see module docstring)."""
+
+    name: str
+    description: str
+    device: Device
+    topology: Switched | Mesh2D = Field(discriminator="kind")
+    systems: SystemLink | None = None
+    weight_streaming: WeightStreaming | None = None
+    fusion: Literal["none", "basic", "flash"] = "basic"
+
+    @property
+    def devices_per_system(self) -> int | None:
+        """Devices in one wafer (mesh) or one node (first switched tier)."""
+        if isinstance(self.topology, Mesh2D):
+            return self.topology.rows * self.topology.cols
+        return self.topology.tiers[0].size
+
+
+def load_target(spec: str | Path) -> Target:
+    """A shipped target by name, or a YAML file by path; errors name the file and field."""
+    path = Path(spec)
+    if not path.suffix:
+        text = _shipped_text(str(spec))
+        if text is None:
+            raise WatosError(f"unknown target {spec!r}; shipped: {', '.join(shipped_targets())}")
+        where = f"hw_targets/{spec}.yaml"
+    else:
+        if not path.is_file():
+            raise WatosError(f"target file not found: {spec}")
+        text, where = path.read_text(), str(spec)
+    return parse_target(text, where)
+
+
+def parse_target(text: str, where: str) -> Target:
+    """Validate YAML text as a :class:`Target`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise WatosError(f"{where}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise WatosError(f"{where}: a target must be a YAML mapping")
+    try:
+        return Target(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("Switched", "Mesh2D")))
+        message = {"extra_forbidden": "unknown field", "missing": "missing field"}.get(first["type"], first["msg"])
+        raise WatosError(f"{where}: {field or 'target'}: {message}") from None
+
+
+def shipped_targets() -> list[str]:
+    """Names of the targets in ``hw_targets/``."""
+    return sorted(p.name.removesuffix(".yaml") for p in _targets_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def _targets_dir():
+    return resources.files("watos.hw_targets")
+
+
+@cache
+def _shipped_text(name: str) -> str | None:
+    path = _targets_dir().joinpath(f"{name}.yaml")
+    return path.read_text() if path.is_file() else None
