@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import WatosError
+from .errors import WatosError, describe_validation_error
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -154,10 +154,7 @@ def parse_target(text: str, where: str) -> Target:
     try:
         return Target(**data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("Switched", "Mesh2D")))
-        message = {"extra_forbidden": "unknown field", "missing": "missing field"}.get(first["type"], first["msg"])
-        raise WatosError(f"{where}: {field or 'target'}: {message}") from None
+        raise WatosError(f"{where}: {describe_validation_error(exc)}") from None
 
 
 def shipped_targets() -> list[str]:

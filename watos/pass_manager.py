@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Iterable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import WatosError
+from .errors import WatosError, describe_validation_error
 from .ir import Graph
 
 _REGISTRY: dict[str, type["Pass"]] = {}
@@ -50,9 +50,7 @@ class Pass:
         try:
             self.config = self.Config(**options)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(map(str, first["loc"]))
-            raise PassError(f"pass {self.name}: option {field}: {first['msg']}") from None
+            raise PassError(f"pass {self.name}: option {describe_validation_error(exc)}") from None
 
     def run(self, graph: Graph) -> None:
         """Rewrite or annotate ``graph`` in place."""

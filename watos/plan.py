@@ -7,7 +7,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import WatosError
+from .errors import WatosError, describe_validation_error
 
 Recompute = Literal["none", "selective", "full"]
 Schedule = Literal["1f1b", "gpipe", "interleaved"]
@@ -94,7 +94,4 @@ def make_plan(fields: dict, where: str = "plan") -> Plan:
     try:
         return Plan(**fields)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(map(str, first["loc"]))
-        message = {"extra_forbidden": "unknown field"}.get(first["type"], first["msg"])
-        raise WatosError(f"{where}: {field}: {message}") from None
+        raise WatosError(f"{where}: {describe_validation_error(exc)}") from None

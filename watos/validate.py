@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .compile import attention_for, cost_plan
-from .errors import WatosError
+from .errors import WatosError, describe_validation_error
 from .frontend import load_model
 from .hardware import Target, load_target
 from .plan import Plan, check_plan
@@ -89,10 +89,9 @@ def load_cases(path: str) -> list[Case]:
         try:
             cases.append(Case(**raw))
         except (ValidationError, TypeError) as exc:
-            detail = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
-            field = ".".join(map(str, detail["loc"]))
+            detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
             name = raw.get("id", f"#{index}") if isinstance(raw, dict) else f"#{index}"
-            raise WatosError(f"{path}: case {name}: {field}: {detail['msg']}") from None
+            raise WatosError(f"{path}: case {name}: {detail}") from None
     if not cases:
         raise WatosError(f"{path}: no cases")
     return cases

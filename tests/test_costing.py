@@ -1,0 +1,119 @@
+"""The costing pipeline: Korthikanti et al. 2022 (Tables 2 and 4), plan errors, invariants."""
+import functools
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from watos.cli import main
+from watos.compile import cost_plan
+from watos.errors import WatosError
+from watos.hardware import load_target
+from watos.plan import Plan, check_plan
+from watos.validate import CaseModel, _traced, hf_config
+
+A100 = load_target("dgx-a100-80g")
+GPT_22B = CaseModel(family="gpt", hidden=6144, layers=48, heads=64, ffn=24576, vocab=51200, seq=2048)
+
+
+@functools.lru_cache(maxsize=None)
+def gpt_22b(micro_batch: int):
+    return _traced(json.dumps(hf_config(GPT_22B), sort_keys=True), 2048, micro_batch, "eager", "fp16")
+
+
+def per_layer(plan: Plan) -> dict:
+    graph = cost_plan(gpt_22b(plan.micro_batch), A100, plan, dtype="fp16")
+    rep = str(graph.block_groups[0].representative)
+    return {"cost": graph.analyses["device_cost"][rep], "bytes": graph.analyses["recompute"]["block_bytes"][rep]}
+
+
+# Korthikanti et al. 2022, Table 4: one layer of the 22B model, tp 8, micro-batch 4: (forward, backward) ms.
+TABLE4 = {("none", False): (7.7, 11.9), ("none", True): (7.2, 11.8), ("full", False): (7.7, 19.5),
+          ("selective", False): (7.7, 13.2), ("selective", True): (7.2, 13.1)}
+
+
+@pytest.mark.parametrize("mode", list(TABLE4))
+def test_layer_times_match_korthikanti_table4(mode):
+    recompute, sp = mode
+    cost = per_layer(Plan(tp=8, micro_batch=4, global_batch=4, recompute=recompute, sequence_parallel=sp))["cost"]
+    forward = (cost["fwd"] + cost["tp_comm_fwd"]) * 1e3
+    backward = (cost["bwd"] + cost["tp_comm_bwd"] + cost.get("recompute", 0.0)) * 1e3
+    assert forward == pytest.approx(TABLE4[mode][0], rel=0.10)
+    assert backward == pytest.approx(TABLE4[mode][1], rel=0.10)
+
+
+def table2(mode: str, s: int, b: int, h: int, a: int, t: int) -> float:
+    """Korthikanti et al. 2022, Table 2: activation bytes per layer (16-bit)."""
+    sbh = s * b * h
+    return {"tp": sbh * (10 + 24 / t + 5 * a * s / (h * t)), "tp+sp": sbh / t * (34 + 5 * a * s / h),
+            "tp+selective": sbh * (10 + 24 / t), "tp+sp+selective": 34 * sbh / t, "full": 2 * sbh}[mode]
+
+
+@pytest.mark.parametrize("mode,recompute,sp", [("tp", "none", False), ("tp+sp", "none", True),
+                                               ("tp+selective", "selective", False),
+                                               ("tp+sp+selective", "selective", True), ("full", "full", False)])
+def test_activation_memory_matches_korthikanti_table2(mode, recompute, sp):
+    kept = per_layer(Plan(tp=8, micro_batch=1, global_batch=1, recompute=recompute, sequence_parallel=sp))["bytes"]
+    assert kept == pytest.approx(table2(mode, 2048, 1, 6144, 64, 8), rel=0.03)
+
+
+@pytest.mark.parametrize("plan,heads,message", [
+    (Plan(tp=3), 64, "tp=3 does not divide the 64 attention heads"),
+    (Plan(tp=4, pp=8, dp=1), 64, "but the target has 56 devices"),
+    (Plan(dp=4, micro_batch=2, global_batch=12), 64, "not a multiple of dp·micro_batch"),
+    (Plan(pp=100), 64, "exceeds the 80 blocks"),
+])
+def test_plans_that_do_not_divide(plan, heads, message):
+    with pytest.raises(WatosError, match=message):
+        check_plan(plan, heads=heads, kv_heads=8, layers=80, seq_len=4096, devices=56 if plan.tp == 4 else None)
+
+
+def test_compile_json(capsys):
+    assert main(["compile", "gpt2", "--target", "dgx-a100-80g", "--tp", "4", "--dp", "2", "--micro-batch", "2",
+                 "--global-batch", "16", "--recompute", "selective", "--seq", "512", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("step_time_s", "tokens_per_s", "mfu", "hfu", "peak_memory_bytes_per_device", "breakdown_s"):
+        assert key in result
+    assert 0 < result["mfu"] <= result["hfu"] <= 1
+
+
+def test_compile_dumps_every_pass(tmp_path, capsys):
+    dump = tmp_path / "d"
+    assert main(["compile", "gpt2", "--target", "watos-config3", "--tp", "4", "--pp", "2", "--dp", "7",
+                 "--global-batch", "14", "--seq", "256", "--dump-ir", str(dump)]) == 0
+    names = sorted(p.stem for p in dump.glob("*.txt"))
+    assert names[-6:] == ["005_fuse", "006_shard", "007_pipeline", "008_recompute", "009_device_cost", "010_schedule"]
+    assert "all_reduce[collective]" in (dump / "006_shard.txt").read_text()
+
+
+SMALL = CaseModel(family="llama", hidden=512, layers=8, heads=8, kv_heads=4, ffn=1408, vocab=4096, seq=512)
+
+
+@functools.lru_cache(maxsize=None)
+def small(micro_batch: int, attention: str):
+    return _traced(json.dumps(hf_config(SMALL), sort_keys=True), 512, micro_batch, attention, "bf16")
+
+
+plans = st.builds(lambda tp, pp, dp, b, m, r, sp, z: Plan(tp=tp, pp=pp, dp=dp, micro_batch=b,
+                                                         global_batch=dp * b * m, recompute=r,
+                                                         sequence_parallel=sp and tp > 1, zero=z),
+                  st.sampled_from([1, 2, 4]), st.sampled_from([1, 2, 4]), st.sampled_from([1, 2, 3]),
+                  st.sampled_from([1, 2]), st.integers(1, 8), st.sampled_from(["none", "selective", "full"]),
+                  st.booleans(), st.sampled_from([0, 1, 3]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(plan=plans, target=st.sampled_from(["dgx-a100-80g", "watos-config3"]))
+def test_cost_invariants(plan, target):
+    hardware = load_target(target)
+    graph = small(plan.micro_batch, "eager" if hardware.fusion != "flash" else "sdpa")
+    cost = cost_plan(graph, hardware, plan).analyses["cost"]
+    peak = hardware.device.peak_tflops["bf16"] * 1e12
+    assert 0 < cost["mfu"] <= cost["hfu"] <= 1
+    # Never faster than the devices' peak FLOP rate allows.
+    model_flops = cost["mfu"] * cost["step_time_s"] * plan.devices * peak
+    assert cost["step_time_s"] >= model_flops / (plan.devices * peak) * (1 - 1e-9)
+    # More recomputation never needs more memory.
+    memory = [cost_plan(graph, hardware, plan.model_copy(update={"recompute": r})).analyses["cost"]
+              ["peak_memory_bytes_per_device"] for r in ("none", "selective", "full")]
+    assert memory[0] >= memory[1] >= memory[2]

@@ -1,0 +1,41 @@
+"""Collective costs: rings routed on the mesh with contention, α-β tiers on switched networks."""
+import pytest
+
+from watos.hardware import load_target
+from watos.network import collective_time, route_xy
+
+
+def test_xy_route_goes_along_the_row_then_the_column():
+    assert route_xy((0, 0), (1, 2)) == [(0, 0, 0, 1), (0, 1, 0, 2), (0, 2, 1, 2)]
+
+
+def test_ring_on_a_mesh_by_hand():
+    """Four dies in a row of watos-config3 (1000 GB/s per link and direction, 200 ns, 90 % efficiency).
+
+    Ring 0-1-2-3-0: hops 0→1, 1→2, 2→3 use one link each; 3→0 goes back over 3→2, 2→1, 1→0. Every
+    directed link carries one transfer: all-reduce = 2·3 steps of n/4 bytes over one link, plus the
+    longest route's latency (3 hops) per step.
+    """
+    target = load_target("watos-config3")
+    n = 4e9
+    step = n / 4 / (1000e9 * 0.9) + 3 * 200e-9
+    assert collective_time(target, "all_reduce", n, [[0, 1, 2, 3]]) == pytest.approx(6 * step)
+
+
+def test_groups_sharing_links_contend():
+    target = load_target("watos-config3")
+    alone = collective_time(target, "all_gather", 1e9, [[0, 2]])
+    # [1, 3] routes 1→2→3 and back over the same row links as [0, 2]'s 0→1→2: the shared link 1→2
+    # carries two transfers.
+    together = collective_time(target, "all_gather", 1e9, [[0, 2], [1, 3]])
+    assert together > alone
+
+
+def test_switched_all_reduce_is_hierarchical():
+    target = load_target("dgx-a100-80g")
+    n = 1e9
+    inside = collective_time(target, "all_reduce", n, [list(range(8))])
+    net = target.device.efficiency.network
+    assert inside == pytest.approx(2 * 7 / 8 * n / (300e9 * net) + 2 * 7 * 2e-6)
+    across = collective_time(target, "all_reduce", n, [[0, 8, 16, 24]])  # one GPU per node
+    assert across == pytest.approx(2 * 3 / 4 * n / (25e9 * net) + 2 * 3 * 5e-6)
