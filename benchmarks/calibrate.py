@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import sys
 
-from watos.compile import attention_for, cost_plan
+from watos.compile import cost_plan
 from watos.hardware import load_target
-from watos.validate import _traced, candidate_plans, hf_config, load_cases
+from watos.validate import candidate_plans, hf_config, load_cases, lowered_case
 
 GRID = {
     "matmul_max": [0.66, 0.68, 0.7, 0.72, 0.74, 0.76, 0.78, 0.8, 0.82, 0.85],
     "matmul_half_dim": [0, 64, 128, 192, 256, 384, 512, 768, 1024, 2048],
     "matmul_half_gflop": [0, 1, 5, 20, 50],
+    "matmul_tile": [1, 32, 64, 128, 256],
     "memory": [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9],
     "kernel_overhead_us": [0, 2, 5, 10, 20],
     "network": [0.6, 0.7, 0.8, 0.85, 0.9, 0.95],
@@ -29,8 +30,8 @@ def with_efficiency(target, **changes):
 
 
 def throughput(case, target, plan):
-    graph = _traced(json.dumps(hf_config(case.model), sort_keys=True), case.model.seq, plan.micro_batch,
-                    attention_for(target), case.system.precision)
+    graph = lowered_case(json.dumps(hf_config(case.model), sort_keys=True), case.model.seq, plan.micro_batch,
+                         target.fusion, case.system.precision)
     return cost_plan(graph, target, plan, dtype=case.system.precision).analyses["cost"]
 
 

@@ -54,9 +54,12 @@ class DeviceCost(Pass):
             if op.attrs.get("recompute"):
                 totals[where]["recompute"] += seconds
             if op.phase is not Phase.OPTIMIZER and op.kind is not OpKind.COLLECTIVE:
+                per_device = op.flops / op.attrs.get("shard", 1)
                 totals[where]["flops"] += op.flops
+                totals[where]["device_flops"] += per_device
                 if op.attrs.get("recompute"):
                     totals[where]["recompute_flops"] += op.flops
+                    totals[where]["device_flops"] += per_device
         graph.analyses["device_cost"] = {k: dict(v) for k, v in totals.items()}
 
 
@@ -85,10 +88,11 @@ class KernelModel:
         io = op.attrs.get("io_bytes", op.bytes_read + op.bytes_written) / shard
         if not launches and not io:
             return 0.0
-        bandwidth = self.sram if 0 < io <= self.sram_bytes and self.sram else self.dram
+        in_sram = self.sram and (io <= self.sram_bytes or not self.dram)
+        memory = io / (self.sram if in_sram else self.dram) if io else 0.0
         compute = op.flops / shard / (self.peak * efficiency) if op.flops and op.kind in (
             OpKind.MATMUL, OpKind.ATTENTION) else 0.0
-        return max(compute, io / bandwidth) + launches * self.launch
+        return max(compute, memory) + launches * self.launch
 
     def _matmul_efficiency(self, mnk: list[int] | None) -> float:
         if not mnk:
@@ -97,7 +101,10 @@ class KernelModel:
         flops = 2.0 * m * n * k
         smallest = min(n, k)  # the weight (right) operand's smaller dimension
         half_flops = self.e.matmul_half_gflop * 1e9
-        return self.e.matmul_max * flops / (flops + half_flops) * smallest / (smallest + self.e.matmul_half_dim)
+        tile = self.e.matmul_tile
+        quantization = n / (-(-n // tile) * tile) * k / (-(-k // tile) * tile)
+        return (self.e.matmul_max * flops / (flops + half_flops) * smallest / (smallest + self.e.matmul_half_dim)
+                * quantization)
 
     def _attention_efficiency(self, op: Op, shard: int) -> float:
         """A fused (flash) attention kernel has no weight operand: its efficiency rises with its work."""

@@ -68,6 +68,7 @@ class Schedule(Pass):
             return sum(part(where, k) for k in ("fwd", "bwd", "recompute", "tp_comm_fwd", "tp_comm_bwd",
                                                 "cp_comm_fwd", "cp_comm_bwd"))
 
+        sizes = _parameter_sizes(graph, c.tp)
         stages = []
         for s, blocks in enumerate(pipe["stage_blocks"]):
             segments = [(rep, n) for rep, n in blocks.items()]
@@ -82,7 +83,7 @@ class Schedule(Pass):
             exposed_dp = max(0.0, dp_comm - backward) if c.overlap_grad_reduce else dp_comm
             stages.append({"stage": s, "time_per_microbatch_s": time, "dp_comm_s": dp_comm,
                            "dp_exposed_s": exposed_dp, "optimizer_s": optimizer,
-                           "memory": _memory(graph, segments, s, c)})
+                           "memory": _memory(graph, segments, s, c, sizes)})
         times = [st["time_per_microbatch_s"] for st in stages]
         v = c.interleave if c.kind == "interleaved" or c.interleave > 1 else 1
         pipeline_time = c.micro_batches * max(times) + (sum(times) - max(times)) / v
@@ -96,12 +97,16 @@ class Schedule(Pass):
         peak = c.target.device.peak_tflops.get(c.dtype) or max(c.target.device.peak_tflops.values())
         compute = c.micro_batches * max(sum(part(w, k) * n for w, n in _stage_segments(pipe, s, c.pp)
                                             for k in ("fwd", "bwd")) for s in range(c.pp))
+        executed = c.micro_batches * c.tp * c.dp * c.cp * sum(
+            part(w, "device_flops") * n for s in range(c.pp) for w, n in _stage_segments(pipe, s, c.pp))
         peak_memory = max(st["memory"]["total_bytes"] for st in stages)
         capacity = c.target.device.dram_capacity_gb * 1e9 + c.target.device.sram_capacity_mb * 1e6
         graph.analyses["cost"] = {
             "step_time_s": step,
             "tokens_per_s": tokens / step,
             "tokens_per_s_per_device": tokens / step / devices,
+            "model_flops_per_step": model_flops,
+            "executed_flops_per_step": executed,
             "mfu": model_flops / (step * devices * peak * 1e12),
             "hfu": (model_flops + recompute_flops) / (step * devices * peak * 1e12),
             "peak_memory_bytes_per_device": peak_memory,
@@ -137,16 +142,9 @@ def _model_flops(graph: Graph) -> float:
                                       and op.kind is not OpKind.COLLECTIVE)))
 
 
-def _memory(graph: Graph, segments: list[tuple[str, int]], stage: int, c) -> dict:
-    """Bytes per device on one stage (see module docstring)."""
-    split = set(graph.analyses.get("split_params", []))
-    params = 0.0
-    for op in graph.ops:
-        if op.kind is OpKind.PARAM:
-            where = str(op.block) if op.block is not None else _param_segment(graph, op)
-            count = dict(segments).get(where, 0)
-            if count:
-                params += op.outputs[0].numel * count / (c.tp if op.attrs["name"] in split else 1)
+def _memory(graph: Graph, segments: list[tuple[str, int]], stage: int, c, sizes: dict) -> dict:
+    """Bytes per device on one stage (see module docstring); ``sizes`` from :func:`_parameter_sizes`."""
+    params = sum(sizes["params"].get(where, 0.0) * n for where, n in segments)
     replicas = c.dp * c.cp
     weights = 2 * params / (replicas if c.zero >= 3 else 1)
     grads = 2 * params / (replicas if c.zero >= 2 else 1)
@@ -161,12 +159,25 @@ def _memory(graph: Graph, segments: list[tuple[str, int]], stage: int, c) -> dic
     else:
         in_flight = min(c.micro_batches, c.pp - stage)
     activations = per_microbatch * min(in_flight, max(c.micro_batches, 1) * c.interleave)
-    workspace = max((op.outputs[0].nbytes / op.attrs.get("shard", 1) for op in graph.ops
-                     if op.phase is Phase.FORWARD and op.kind not in (OpKind.PARAM, OpKind.INPUT)), default=0)
+    workspace = sizes["workspace"]
     total = weights + grads + states + activations + workspace
     return {"weights_bytes": weights, "gradients_bytes": grads, "optimizer_bytes": states,
             "activations_bytes": activations, "workspace_bytes": workspace, "total_bytes": total,
             "parameters": params}
+
+
+def _parameter_sizes(graph: Graph, tp: int) -> dict:
+    """Per-device parameter counts of each block representative and of the pre/post segments, and
+    the largest transient op output (workspace)."""
+    split = set(graph.analyses.get("split_params", []))
+    params: dict[str, float] = {}
+    for op in graph.ops:
+        if op.kind is OpKind.PARAM:
+            where = str(op.block) if op.block is not None else _param_segment(graph, op)
+            params[where] = params.get(where, 0.0) + op.outputs[0].numel / (tp if op.attrs["name"] in split else 1)
+    workspace = max((op.outputs[0].nbytes / op.attrs.get("shard", 1) for op in graph.ops
+                     if op.phase is Phase.FORWARD and op.kind not in (OpKind.PARAM, OpKind.INPUT)), default=0)
+    return {"params": params, "workspace": workspace}
 
 
 def _param_segment(graph: Graph, param_op) -> str:

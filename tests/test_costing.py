@@ -10,7 +10,7 @@ from watos.compile import cost_plan
 from watos.errors import WatosError
 from watos.hardware import load_target
 from watos.plan import Plan, check_plan
-from watos.validate import CaseModel, _traced, hf_config
+from watos.validate import CaseModel, hf_config, lowered_case
 
 A100 = load_target("dgx-a100-80g")
 GPT_22B = CaseModel(family="gpt", hidden=6144, layers=48, heads=64, ffn=24576, vocab=51200, seq=2048)
@@ -18,7 +18,7 @@ GPT_22B = CaseModel(family="gpt", hidden=6144, layers=48, heads=64, ffn=24576, v
 
 @functools.lru_cache(maxsize=None)
 def gpt_22b(micro_batch: int):
-    return _traced(json.dumps(hf_config(GPT_22B), sort_keys=True), 2048, micro_batch, "eager", "fp16")
+    return lowered_case(json.dumps(hf_config(GPT_22B), sort_keys=True), 2048, micro_batch, "basic", "fp16")
 
 
 def per_layer(plan: Plan) -> dict:
@@ -90,8 +90,8 @@ SMALL = CaseModel(family="llama", hidden=512, layers=8, heads=8, kv_heads=4, ffn
 
 
 @functools.lru_cache(maxsize=None)
-def small(micro_batch: int, attention: str):
-    return _traced(json.dumps(hf_config(SMALL), sort_keys=True), 512, micro_batch, attention, "bf16")
+def small(micro_batch: int, fusion: str):
+    return lowered_case(json.dumps(hf_config(SMALL), sort_keys=True), 512, micro_batch, fusion, "bf16")
 
 
 plans = st.builds(lambda tp, pp, dp, b, m, r, sp, z: Plan(tp=tp, pp=pp, dp=dp, micro_batch=b,
@@ -106,13 +106,20 @@ plans = st.builds(lambda tp, pp, dp, b, m, r, sp, z: Plan(tp=tp, pp=pp, dp=dp, m
 @given(plan=plans, target=st.sampled_from(["dgx-a100-80g", "watos-config3"]))
 def test_cost_invariants(plan, target):
     hardware = load_target(target)
-    graph = small(plan.micro_batch, "eager" if hardware.fusion != "flash" else "sdpa")
+    graph = small(plan.micro_batch, hardware.fusion)
     cost = cost_plan(graph, hardware, plan).analyses["cost"]
     peak = hardware.device.peak_tflops["bf16"] * 1e12
     assert 0 < cost["mfu"] <= cost["hfu"] <= 1
-    # Never faster than the devices' peak FLOP rate allows.
-    model_flops = cost["mfu"] * cost["step_time_s"] * plan.devices * peak
-    assert cost["step_time_s"] >= model_flops / (plan.devices * peak) * (1 - 1e-9)
+    # Never faster than the devices' peak FLOP rate allows, counted from the graph itself.
+    step_flops = graph.total("flops", (op for op in graph.ops if op.phase.value != "optimizer")) \
+        * plan.sequences_per_step / plan.micro_batch
+    assert cost["step_time_s"] >= step_flops / (plan.devices * peak)
+    # Work summed over devices: the graph's FLOPs for every sequence, plus recomputation, plus the
+    # replicated (not TP-split) ops every TP rank repeats.
+    recomputed = cost["hfu"] / cost["mfu"] - 1
+    assert cost["executed_flops_per_step"] >= step_flops * (1 + recomputed) * (1 - 1e-9)
+    if plan.tp == 1:
+        assert cost["executed_flops_per_step"] == pytest.approx(step_flops * (1 + recomputed), rel=1e-9)
     # More recomputation never needs more memory.
     memory = [cost_plan(graph, hardware, plan.model_copy(update={"recompute": r})).analyses["cost"]
               ["peak_memory_bytes_per_device"] for r in ("none", "selective", "full")]

@@ -56,3 +56,27 @@ def test_bad_validation_file(tmp_path, capsys, text, needle):
     path.write_text(text)
     assert main(["validate", str(path)]) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_every_strategy_in_the_format_is_predicted(tmp_path, capsys):
+    """Grouped-query attention with ZeRO-3 on H100 nodes, and Cerebras weight streaming."""
+    llama = {"family": "llama", "hidden": 1024, "layers": 4, "heads": 16, "kv_heads": 4, "ffn": 2816,
+             "vocab": 8192, "seq": 1024}
+    gpt = {"family": "gpt", "hidden": 1024, "layers": 4, "heads": 16, "ffn": 4096, "vocab": 8192, "seq": 1024}
+    cases = [
+        {"id": "gqa-zero3", "model": llama, "system": {"target": "dgx-h100-80g", "devices": 16, "precision": "bf16"},
+         "plan": {"strategy": "3d", "tp": 2, "pp": 1, "dp": 8, "cp": 1, "global_batch": 64, "micro_batch": None,
+                  "recompute": None, "sequence_parallel": None, "zero": 3, "interleave": None},
+         "measured": {"tokens_per_s_per_device": 10000.0}},
+        {"id": "weight-streaming", "model": gpt, "system": {"target": "cerebras-cs2", "devices": 2, "precision": "fp16"},
+         "plan": {"strategy": "weight-streaming", "tp": 1, "pp": 1, "dp": 2, "cp": 1, "global_batch": 32,
+                  "micro_batch": None, "recompute": "none", "sequence_parallel": False, "zero": 0, "interleave": None},
+         "measured": {"tokens_per_s_per_device": 10000.0}},
+    ]
+    path = tmp_path / "cases.json"
+    path.write_text(json.dumps({"format": "watos-validation-cases/1", "cases": cases}))
+    assert main(["validate", str(path), "--json"]) == 0
+    result = {c["id"]: c for c in json.loads(capsys.readouterr().out)["cases"]}
+    assert result["gqa-zero3"]["predicted_tokens_per_s_per_device"] > 0
+    assert result["gqa-zero3"]["chosen"]["recompute"] in ("none", "selective", "full")
+    assert result["weight-streaming"]["predicted_tokens_per_s_per_device"] > 0

@@ -159,11 +159,10 @@ _PLAN_FLAGS = ("tp", "pp", "dp", "cp", "zero", "micro_batch", "global_batch", "r
 
 
 def _run_compile(args: argparse.Namespace) -> int:
-    from .compile import attention_for, cost_plan
+    from .compile import attention_for, cost_plan, lower
     from .hardware import load_target
-    from .pass_manager import default_pipeline
+    from .pass_manager import PassManager, default_pipeline
     from .plan import check_plan, load_plan, make_plan
-    from .printers import DumpIR
     from .tracer import trace
     from . import load_model
 
@@ -173,7 +172,7 @@ def _run_compile(args: argparse.Namespace) -> int:
     plan = make_plan(fields)
     source = load_model(args.model)
     graph = trace(source, seq_len=args.seq, micro_batch=plan.micro_batch, dtype=args.dtype,
-                  attention=attention_for(target))
+                  attention=attention_for(target.fusion))
     config = graph.model.config
     heads = config.get("num_attention_heads") or config.get("n_head") or 1
     kv_heads = config.get("num_key_value_heads") or heads
@@ -182,9 +181,9 @@ def _run_compile(args: argparse.Namespace) -> int:
     check_plan(plan, heads=heads, kv_heads=kv_heads, layers=max(graph.model.num_blocks, 1),
                seq_len=args.seq, devices=devices)
     with _staged_dumps(args.dump_ir) as instruments:
-        from .pass_manager import PassManager
         PassManager(default_pipeline(), instruments).run(graph)
-        costed = cost_plan(graph, target, plan, instruments=_continuing(instruments), dtype=args.dtype)
+        lowered = lower(graph, target.fusion, instruments=_continuing(instruments))
+        costed = cost_plan(lowered, target, plan, instruments=_continuing(instruments), dtype=args.dtype)
     cost = {k: v for k, v in costed.analyses["cost"].items()}
     result = {"model": graph.model.name, "target": target.name, "plan": plan.model_dump(), **cost}
     if args.json:

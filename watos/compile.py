@@ -8,21 +8,28 @@ from .ir import Graph
 from .pass_manager import Instrument, Pass, PassManager, registered_passes
 from .plan import Plan
 
-COSTING_PIPELINE = ("fuse", "shard", "pipeline", "recompute", "device_cost", "schedule")
+LOWERING_PIPELINE = ("fuse",)
+COSTING_PIPELINE = ("shard", "pipeline", "recompute", "device_cost", "schedule")
 
 
-def attention_for(target: Target) -> str:
-    """The attention implementation to trace for a target: flash kernels trace as SDPA, else eager."""
-    return "sdpa" if target.fusion == "flash" else "eager"
+def attention_for(fusion: str) -> str:
+    """The attention implementation to trace for a fusion level: flash kernels trace as SDPA, else eager."""
+    return "sdpa" if fusion == "flash" else "eager"
+
+
+def lower(graph: Graph, fusion: str, instruments: Iterable[Instrument] = ()) -> Graph:
+    """A copy of a traced graph with a target's kernel fusion applied (plan-independent: lower once,
+    cost many plans)."""
+    fuse = registered_passes()["fuse"]
+    return PassManager([fuse(level=fusion)], instruments).run(graph.clone())
 
 
 def costing_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass]:
     """The costing pipeline configured for one target and plan."""
     registry = registered_passes()
-    fuse, shard, pipeline, recompute, device_cost, schedule = (registry[n] for n in COSTING_PIPELINE)
+    shard, pipeline, recompute, device_cost, schedule = (registry[n] for n in COSTING_PIPELINE)
     parallel = dict(tp=plan.tp, cp=plan.cp)
     return [
-        fuse(level=target.fusion),
         shard(**parallel, pp=plan.pp, dp=plan.dp, zero=plan.zero, sequence_parallel=plan.sequence_parallel,
               grad_reduce_bytes=4 if plan.grad_reduce_dtype == "fp32" else 2),
         pipeline(**parallel, pp=plan.pp, interleave=plan.interleave, sequence_parallel=plan.sequence_parallel),
@@ -35,8 +42,8 @@ def costing_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass
     ]
 
 
-def cost_plan(graph: Graph, target: Target, plan: Plan, instruments: Iterable[Instrument] = (),
+def cost_plan(lowered: Graph, target: Target, plan: Plan, instruments: Iterable[Instrument] = (),
               dtype: str = "bf16") -> Graph:
-    """A costed copy of ``graph`` (traced at ``plan.micro_batch``); its ``analyses["cost"]`` holds the result."""
-    costed = graph.clone()
-    return PassManager(costing_passes(target, plan, dtype), instruments).run(costed)
+    """A costed copy of a lowered graph (traced at ``plan.micro_batch``, see :func:`lower`); its
+    ``analyses["cost"]`` holds the result."""
+    return PassManager(costing_passes(target, plan, dtype), instruments).run(lowered.clone())

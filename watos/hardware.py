@@ -36,7 +36,9 @@ class Efficiency(_Strict):
     """How close kernels get to the roofline (calibrated; see the target file's comment).
 
     matmul efficiency of an op with ``f`` FLOPs whose right operand's smaller dimension is ``d``:
-    ``matmul_max · f/(f + matmul_half_gflop·10⁹) · d/(d + matmul_half_dim)``;
+    ``matmul_max · f/(f + matmul_half_gflop·10⁹) · d/(d + matmul_half_dim) · q``, where ``q`` is the tile
+    quantization of the right operand's two dimensions (``x / (⌈x / matmul_tile⌉ · matmul_tile)`` each: a
+    kernel's tiles run whole, so a 96-wide operand in 128-wide tiles wastes a quarter);
     memory-bound ops reach ``memory`` of the DRAM (or SRAM) bandwidth; every kernel costs at least
     ``kernel_overhead_us``; collectives reach ``network`` of the link bandwidth.
     """
@@ -44,6 +46,7 @@ class Efficiency(_Strict):
     matmul_max: Fraction
     matmul_half_gflop: NonNegative
     matmul_half_dim: NonNegative
+    matmul_tile: int = Field(default=1, gt=0)
     memory: Fraction
     kernel_overhead_us: NonNegative
     network: Fraction

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Iterator
 
@@ -336,7 +336,9 @@ class Graph:
 
 
 def _clone_op(op: Op) -> Op:
-    return replace(op, inputs=list(op.inputs), attrs=dict(op.attrs), members=[_clone_op(m) for m in op.members])
+    return Op(op.id, op.name, op.target, op.kind, op.phase, list(op.inputs), op.outputs, op.aten, op.module,
+              op.block, op.grad_of, op.params, dict(op.attrs), [_clone_op(m) for m in op.members], op.flops,
+              op.bytes_read, op.bytes_written)
 
 
 def _common_module(paths: Iterable[str]) -> str:

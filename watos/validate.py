@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .compile import attention_for, cost_plan
+from .compile import attention_for, cost_plan, lower
 from .errors import WatosError, describe_validation_error
 from .frontend import load_model
 from .hardware import Target, load_target
@@ -117,6 +117,12 @@ def _traced(config_json: str, seq: int, micro_batch: int, attention: str, dtype:
     return watos.trace(source, seq_len=seq, micro_batch=micro_batch, attention=attention, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def lowered_case(config_json: str, seq: int, micro_batch: int, fusion: str, dtype: str):
+    """A case's model traced at one micro-batch size and lowered for a fusion level (cached)."""
+    return lower(_traced(config_json, seq, micro_batch, attention_for(fusion), dtype), fusion)
+
+
 def load_model_from_config(config: dict[str, Any]):
     """A model source from an in-memory transformers config dict."""
     from .frontend import _from_hf_config
@@ -151,7 +157,7 @@ def predict(case: Case, target: Target | None = None) -> dict[str, Any]:
     config = json.dumps(hf_config(case.model), sort_keys=True)
     best = None
     for plan in candidate_plans(case):
-        graph = _traced(config, case.model.seq, plan.micro_batch, attention_for(target), case.system.precision)
+        graph = lowered_case(config, case.model.seq, plan.micro_batch, target.fusion, case.system.precision)
         cost = cost_plan(graph, target, plan, dtype=case.system.precision).analyses["cost"]
         if cost["fits"] and (best is None or cost["tokens_per_s_per_device"] > best[1]["tokens_per_s_per_device"]):
             best = (plan, cost)
