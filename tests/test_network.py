@@ -10,7 +10,7 @@ def test_xy_route_goes_along_the_row_then_the_column():
 
 
 def test_ring_on_a_mesh_by_hand():
-    """Four dies in a row of watos-config3 (1000 GB/s per link and direction, 200 ns, 90 % efficiency).
+    """Four dies in a row of watos-config3 (1000 GB/s per link and direction, 200 ns).
 
     Ring 0-1-2-3-0: hops 0→1, 1→2, 2→3 use one link each; 3→0 goes back over 3→2, 2→1, 1→0. Every
     directed link carries one transfer: all-reduce = 2·3 steps of n/4 bytes over one link, plus the
@@ -18,7 +18,7 @@ def test_ring_on_a_mesh_by_hand():
     """
     target = load_target("watos-config3")
     n = 4e9
-    step = n / 4 / (1000e9 * 0.9) + 3 * 200e-9
+    step = n / 4 / (1000e9 * target.device.efficiency.network) + 3 * 200e-9
     assert collective_time(target, "all_reduce", n, [[0, 1, 2, 3]]) == pytest.approx(6 * step)
 
 

@@ -51,7 +51,7 @@ def _trace_parser(sub: Any) -> None:
 def _run_trace(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from .pass_manager import PassManager, PassTimings, default_pipeline, load_pass_file, make_pipeline
-    from .printers import DumpIR, summary
+    from .printers import summary
     from .tracer import trace
     from . import load_model
 
@@ -62,19 +62,8 @@ def _run_trace(args: argparse.Namespace) -> int:
     graph = trace(source, seq_len=args.seq, micro_batch=args.micro_batch, dtype=args.dtype,
                   attention=args.attention, replicate_blocks=not args.full_trace)
     timings = PassTimings()
-    instruments: list[Any] = [timings]
-    staging = None
-    if args.dump_ir:
-        staging = Path(tempfile.mkdtemp(prefix=".watos-dump-", dir=Path(args.dump_ir).resolve().parent))
-        instruments.append(DumpIR(staging))
-    try:
-        PassManager(pipeline, instruments).run(graph)
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if staging is not None:
-        _replace_dir(staging, Path(args.dump_ir))
+    with _staged_dumps(args.dump_ir) as dumps:
+        PassManager(pipeline, [timings, *dumps]).run(graph)
     report = summary(graph)
     elapsed = time.perf_counter() - started
     if args.json:
