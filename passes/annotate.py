@@ -9,7 +9,7 @@ FLOPs (multiply and add count as two):
     a norm: 4 per element forward, 6 backward. (Vector ops are costed by bytes moved anyway.)
 Bytes: an op reads its tensor inputs and writes its outputs; views and parameters move nothing; an
 embedding lookup reads only the rows it gathers. A fused op (with ``members``) costs the sum of its
-members, i.e. what the unfused kernels move.
+members, i.e. what the unfused kernels move; each member keeps its own figures.
 """
 from __future__ import annotations
 
@@ -47,8 +47,10 @@ def op_cost(op: Op, type_of: TypeOf) -> tuple[int, int, int]:
         def member_type(v: Value) -> TensorType:
             return local[v[0]].outputs[v[1]] if v[0] in local else type_of(v)
 
-        costs = [op_cost(m, member_type) for m in op.members]
-        return tuple(sum(c[i] for c in costs) for i in range(3))  # type: ignore[return-value]
+        for member in op.members:  # members keep their own costs: they run as kernels of their own
+            member.flops, member.bytes_read, member.bytes_written = op_cost(member, member_type)
+        return (sum(m.flops for m in op.members), sum(m.bytes_read for m in op.members),
+                sum(m.bytes_written for m in op.members))
     if op.kind in _FREE:
         return 0, 0, 0
     inputs = [type_of(v) for v in op.inputs]

@@ -72,8 +72,19 @@ def _each_op_a_kernel(op: Op) -> None:
 
 
 def _merge_chains(ops: list[Op], graph: Graph, kept: set[Value], softmax_joins: bool) -> None:
-    """Union chains of elementwise ops (same phase) into kernels and set their traffic."""
+    """Fuse chains of elementwise ops (one phase) into kernels and set their traffic and launches.
+
+    A producer joins its consumer's kernel only when that consumer (through views) is its only
+    reader, so no path leaves a kernel and comes back. A kernel reads each outside tensor once and
+    writes the outputs read outside it, saved for the backward, or returned; views move nothing.
+    """
     by_id = {op.id: op for op in ops}
+    readers: dict[Value, set[int]] = {}
+    for op in graph.ops if ops is graph.ops else [*graph.ops, *ops]:
+        for value in op.inputs:
+            readers.setdefault(value, set()).add(op.id)
+    op_readers = {op.id: set().union(*(readers.get((op.id, i), set()) for i in range(len(op.outputs))))
+                  for op in ops}
     chainable = {op.id for op in ops if _chains(op, softmax_joins)}
     parent = {i: i for i in chainable}
 
@@ -84,40 +95,59 @@ def _merge_chains(ops: list[Op], graph: Graph, kept: set[Value], softmax_joins: 
         return x
 
     for op in ops:
-        if op.id in chainable:
-            for producer, _ in op.inputs:
-                if producer in chainable and by_id[producer].phase is op.phase:
-                    parent[find(op.id)] = find(producer)
-    readers: dict[Value, set[int]] = {}
-    for op in graph.ops if ops is graph.ops else [*graph.ops, *ops]:
-        for value in op.inputs:
-            readers.setdefault(value, set()).add(op.id)
+        if op.id not in chainable:
+            continue
+        for producer in {v[0] for v in op.inputs}:
+            if producer in chainable and by_id[producer].phase is op.phase and op_readers[producer] == {op.id}:
+                parent[find(producer)] = find(op.id)
 
     def type_of(value: Value):
         return by_id[value[0]].outputs[value[1]] if value[0] in by_id else graph.type_of(value)
 
-    leaders: set[int] = set()
+    def inside(op_id: int, region: int) -> bool:
+        return op_id in parent and find(op_id) == region
+
+    def escapes(value: Value, region: int) -> bool:
+        if value in kept:
+            return True
+        for reader in readers.get(value, ()):
+            if not inside(reader, region):
+                return True
+            view = by_id[reader]
+            if view.kind is OpKind.VIEW and any(escapes((reader, i), region) for i in range(len(view.outputs))):
+                return True
+        return False
+
+    regions: dict[int, list[Op]] = {}
     for op in ops:
-        if op.kind in (OpKind.PARAM, OpKind.INPUT):
+        if op.id in chainable:
+            regions.setdefault(find(op.id), []).append(op)
+        else:
+            free = op.kind in (OpKind.VIEW, OpKind.PARAM, OpKind.INPUT)
+            op.attrs.update(io_bytes=0 if free else op.bytes_read + op.bytes_written, launches=int(not free))
+    for region, members in regions.items():
+        reads: dict[Value, int] = {}
+        writes = 0
+        for op in members:
             op.attrs.update(io_bytes=0, launches=0)
-            continue
-        if op.id not in chainable:
-            op.attrs.update(io_bytes=op.bytes_read + op.bytes_written, launches=int(op.kind is not OpKind.VIEW))
-            continue
-        region = find(op.id)
-        io = 0
-        for value in dict.fromkeys(op.inputs):
-            if value[0] not in parent or find(value[0]) != region:
-                io += type_of(value).nbytes
-        for index, out in enumerate(op.outputs):
-            value = (op.id, index)
-            outside = any(r not in parent or find(r) != region for r in readers.get(value, ()))
-            if op.kind is not OpKind.VIEW and (outside or value in kept):
-                io += out.nbytes
-        op.attrs["io_bytes"] = io
-        op.attrs["launches"] = int(region not in leaders and op.kind is not OpKind.VIEW)
-        if op.attrs["launches"]:
-            leaders.add(region)
+            if op.kind is OpKind.VIEW:
+                continue
+            for value in op.inputs:
+                source = _through_views(value, by_id, region, inside)
+                if not inside(source[0], region):
+                    reads[source] = type_of(value).nbytes
+            writes += sum(out.nbytes for i, out in enumerate(op.outputs) if escapes((op.id, i), region))
+        computing = [op for op in members if op.kind is not OpKind.VIEW]
+        if computing:
+            computing[-1].attrs.update(io_bytes=sum(reads.values()) + writes, launches=1)
+
+
+def _through_views(value: Value, by_id: dict[int, Op], region: int, inside) -> Value:
+    """The tensor a value views, following view ops inside the region."""
+    while value[0] in by_id and by_id[value[0]].kind is OpKind.VIEW and inside(value[0], region) \
+            and by_id[value[0]].inputs:
+        value = by_id[value[0]].inputs[0]
+    return value
 
 
 def _chains(op: Op, softmax_joins: bool) -> bool:

@@ -58,8 +58,10 @@ class Schedule(Pass):
         c = self.config
         cost = graph.analyses["device_cost"]
         pipe = graph.analyses["pipeline"]
-        p2p = collective_time(c.target, "p2p", pipe["p2p_bytes"], graph.analyses["groups"]["pp"][:1]) \
-            if c.pp > 1 else 0.0
+        groups = graph.analyses["groups"]
+        # A stage boundary: each TP rank sends its slice, the receivers all-gather it (scatter/gather).
+        p2p = (collective_time(c.target, "p2p", pipe["p2p_bytes"], groups["pp"][:1])
+               + collective_time(c.target, "all_gather", pipe["p2p_bytes"] * c.tp, groups["tp"])) if c.pp > 1 else 0.0
 
         def part(where: str, key: str) -> float:
             return cost.get(where, {}).get(key, 0.0)

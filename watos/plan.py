@@ -21,8 +21,8 @@ class Plan(BaseModel):
     stage (1: plain 1F1B). ``zero``: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters sharded
     over data parallelism. ``strategy: weight-streaming`` keeps weights off-device (Cerebras).
     Gradients are reduced in ``grad_reduce_dtype`` after the backward, or overlapped with it when
-    ``overlap_grad_reduce`` (defaults: 16-bit, not overlapped, as Megatron-LM's data-parallel reduction
-    of 2021-22; the public validation runs fit 16-bit reduction better than fp32).
+    ``overlap_grad_reduce`` (defaults: fp32 main gradients, not overlapped, as Megatron-LM's
+    data-parallel reduction of 2021-22).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,7 +40,7 @@ class Plan(BaseModel):
     interleave: int = Field(default=1, gt=0)
     schedule: Schedule = "1f1b"
     overlap_grad_reduce: bool = False
-    grad_reduce_dtype: Literal["fp32", "bf16"] = "bf16"
+    grad_reduce_dtype: Literal["fp32", "bf16"] = "fp32"
 
     @property
     def devices(self) -> int:
