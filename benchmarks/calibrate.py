@@ -25,8 +25,15 @@ GRID = {
 
 
 def with_efficiency(target, **changes):
+    """The target with some efficiency parameters changed; ``tier_<name>`` sets a switched tier's."""
+    tiers = {k.removeprefix("tier_"): changes.pop(k) for k in list(changes) if k.startswith("tier_")}
     device = target.device.model_copy(update={"efficiency": target.device.efficiency.model_copy(update=changes)})
-    return target.model_copy(update={"device": device})
+    update = {"device": device}
+    if tiers:
+        update["topology"] = target.topology.model_copy(update={"tiers": [
+            t.model_copy(update={"efficiency": tiers[t.name]}) if t.name in tiers else t
+            for t in target.topology.tiers]})
+    return target.model_copy(update=update)
 
 
 def throughput(case, target, plan):

@@ -39,3 +39,13 @@ def test_switched_all_reduce_is_hierarchical():
     assert inside == pytest.approx(2 * 7 / 8 * n / (300e9 * net) + 2 * 7 * 2e-6)
     across = collective_time(target, "all_reduce", n, [[0, 8, 16, 24]])  # one GPU per node
     assert across == pytest.approx(2 * 3 / 4 * n / (25e9 * net) + 2 * 3 * 5e-6)
+
+
+def test_a_tier_can_have_its_own_efficiency():
+    target = load_target("dgx-a100-80g")
+    tiers = [t.model_copy(update={"efficiency": 0.5}) if t.name == "infiniband" else t
+             for t in target.topology.tiers]
+    slower = target.model_copy(update={"topology": target.topology.model_copy(update={"tiers": tiers})})
+    n, group = 1e9, [[0, 8, 16, 24]]
+    assert collective_time(slower, "all_reduce", n, group) == pytest.approx(2 * 3 / 4 * n / (25e9 * 0.5) + 2 * 3 * 5e-6)
+    assert collective_time(slower, "all_reduce", n, [list(range(8))]) == collective_time(target, "all_reduce", n, [list(range(8))])

@@ -65,12 +65,15 @@ class Device(_Strict):
 
 
 class Tier(_Strict):
-    """One level of a switched network: ``size`` devices share it (None: all of them)."""
+    """One level of a switched network: ``size`` devices share it (None: all of them). ``efficiency``:
+    the fraction of the link bandwidth collectives reach on this tier (default: the device's
+    ``efficiency.network``)."""
 
     name: str
     size: int | None = Field(default=None, gt=0)
     bandwidth_gb_per_s_per_direction: Positive
     latency_us: NonNegative
+    efficiency: Fraction | None = None
 
 
 class Switched(_Strict):

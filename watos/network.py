@@ -37,10 +37,11 @@ def collective_time(target: Target, op: Collective, nbytes: float, groups: list[
 
 def _switched_time(target: Target, net: Switched, op: Collective, nbytes: float, group: list[int]) -> float:
     """Hierarchical α-β: one phase per tier the group spans, innermost first."""
-    efficiency = target.device.efficiency.network
+    default = target.device.efficiency.network
     if op == "p2p":
         tier = _tier_between(net, group[0], group[1])
-        return tier.latency_us * 1e-6 + nbytes / (tier.bandwidth_gb_per_s_per_direction * 1e9 * efficiency)
+        return tier.latency_us * 1e-6 + nbytes / (tier.bandwidth_gb_per_s_per_direction * 1e9
+                                                  * (tier.efficiency or default))
     total, remaining, share = 0.0, len(group), nbytes
     for index, tier in enumerate(net.tiers):
         domain = tier.size or len(group)
@@ -48,7 +49,7 @@ def _switched_time(target: Target, net: Switched, op: Collective, nbytes: float,
         inside = min(inside, remaining)
         if inside > 1:
             volume = _RING_VOLUME[op] * (inside - 1) / inside * share
-            total += volume / (tier.bandwidth_gb_per_s_per_direction * 1e9 * efficiency)
+            total += volume / (tier.bandwidth_gb_per_s_per_direction * 1e9 * (tier.efficiency or default))
             total += _RING_STEPS[op] * (inside - 1) * tier.latency_us * 1e-6
             if op in ("all_reduce", "reduce_scatter", "all_gather"):
                 share /= inside  # the next tier moves only this domain's share
