@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from watos.errors import WatosError
 from watos.hardware import Target
 from watos.ir import Graph, OpKind, Phase
 from watos.network import collective_time
@@ -197,7 +198,6 @@ def _weight_streaming(graph: Graph, c) -> dict:
     optimizer runs off-wafer, overlapped."""
     streaming = c.target.weight_streaming
     if streaming is None:
-        from watos.errors import WatosError
         raise WatosError(f"target {c.target.name} has no weight_streaming memory for strategy weight-streaming")
     cost = graph.analyses["device_cost"]
     bandwidth = streaming.bandwidth_gb_per_s * 1e9

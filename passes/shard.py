@@ -46,7 +46,7 @@ class Shard(Pass):
 
     def run(self, graph: Graph) -> None:
         c = self.config
-        split = _tensor_parallel_roles(graph)
+        _tensor_parallel_roles(graph)
         split_params = {p for op in graph.ops if op.attrs.get("tp_role") in ("column", "row") for p in op.params}
         collectives: dict[int, list[Op]] = {}
         for op in graph.ops:
@@ -62,7 +62,7 @@ class Shard(Pass):
                 # A backward matmul runs the same three dimensions as its forward, permuted.
                 op.attrs["mnk"] = forward.attrs["mnk"] if forward is not None and "mnk" in forward.attrs \
                     else _matmul_dims(graph, op, role, c.tp, c.cp)
-            for collective in _tp_collectives(graph, op, split, c):
+            for collective in _tp_collectives(graph, op, c):
                 collectives.setdefault(op.id, []).append(collective)
             if c.cp > 1 and op.kind is OpKind.ATTENTION:
                 collectives.setdefault(op.id, []).append(_context_parallel_exchange(graph, op, c))
@@ -79,8 +79,8 @@ class Shard(Pass):
         graph.analyses["split_params"] = sorted(split_params)
 
 
-def _tensor_parallel_roles(graph: Graph) -> set[Value]:
-    """Set ``attrs["tp_role"]`` on every op; returns the values split across the TP group."""
+def _tensor_parallel_roles(graph: Graph) -> None:
+    """Set ``attrs["tp_role"]`` on every op, following which values are split across the TP group."""
     split: set[Value] = set()
     for op in graph.ops:
         if op.kind in (OpKind.PARAM, OpKind.INPUT):
@@ -113,7 +113,6 @@ def _tensor_parallel_roles(graph: Graph) -> set[Value]:
         op.attrs["tp_role"] = role
         if out_split:
             split.update((op.id, i) for i in range(len(op.outputs)))
-    return split
 
 
 def _is_weight_shape(graph: Graph, op: Op, forward: Op) -> bool:
@@ -138,7 +137,7 @@ def _matmul_dims(graph: Graph, op: Op, role: str, tp: int, cp: int) -> list[int]
     return [max(1, batch * m // cp), n, k]
 
 
-def _tp_collectives(graph: Graph, op: Op, split: set[Value], c) -> list[Op]:
+def _tp_collectives(graph: Graph, op: Op, c) -> list[Op]:
     if c.tp == 1:
         return []
     partial = (op.phase is Phase.FORWARD and op.attrs["tp_role"] == "row") or op.attrs.get("partial")

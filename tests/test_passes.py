@@ -1,5 +1,4 @@
 """Pass infrastructure: registry, dependency order, checks after each pass, user passes, dumps."""
-import importlib
 import re
 import sys
 from pathlib import Path

@@ -48,12 +48,12 @@ def load_model(spec: Any, example_inputs: InputsFn | None = None) -> ModelSource
     from watos.models import config_names, config_text
 
     if (text := config_text(spec)) is not None:
-        return _from_hf_config(spec, _parse_json(text, f"models/configs/{spec}.json"))
+        return from_hf_config(spec, _parse_json(text, f"models/configs/{spec}.json"))
     path = Path(spec)
     if spec.endswith(".json"):
         if not path.is_file():
             raise WatosError(f"config file not found: {spec}")
-        return _from_hf_config(path.stem if path.name != "config.json" else path.parent.name or "config",
+        return from_hf_config(path.stem if path.name != "config.json" else path.parent.name or "config",
                                _parse_json(path.read_text(), spec))
     if ":" in spec:
         return _from_factory(spec, example_inputs)
@@ -71,7 +71,8 @@ def _parse_json(text: str, where: str) -> dict[str, Any]:
     return data
 
 
-def _from_hf_config(name: str, data: dict[str, Any]) -> ModelSource:
+def from_hf_config(name: str, data: dict[str, Any]) -> ModelSource:
+    """A model source from a transformers config given as a dict (``model_type`` and its fields)."""
     from transformers import CONFIG_MAPPING
 
     model_type = data.get("model_type")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .compile import attention_for, cost_plan, lower
 from .errors import WatosError, describe_validation_error
-from .frontend import load_model
+from .frontend import from_hf_config
 from .hardware import Target, load_target
 from .plan import Plan, check_plan
 
@@ -113,7 +113,8 @@ def hf_config(model: CaseModel) -> dict[str, Any]:
 def _traced(config_json: str, seq: int, micro_batch: int, attention: str, dtype: str):
     import watos
 
-    source = load_model_from_config(json.loads(config_json))
+    config = json.loads(config_json)
+    source = from_hf_config(config["model_type"], config)
     return watos.trace(source, seq_len=seq, micro_batch=micro_batch, attention=attention, dtype=dtype)
 
 
@@ -121,13 +122,6 @@ def _traced(config_json: str, seq: int, micro_batch: int, attention: str, dtype:
 def lowered_case(config_json: str, seq: int, micro_batch: int, fusion: str, dtype: str):
     """A case's model traced at one micro-batch size and lowered for a fusion level (cached)."""
     return lower(_traced(config_json, seq, micro_batch, attention_for(fusion), dtype), fusion)
-
-
-def load_model_from_config(config: dict[str, Any]):
-    """A model source from an in-memory transformers config dict."""
-    from .frontend import _from_hf_config
-
-    return _from_hf_config(config.get("model_type", "model"), config)
 
 
 def candidate_plans(case: Case) -> list[Plan]:
