@@ -73,12 +73,8 @@ class Schedule(Pass):
 
         sizes = _parameter_sizes(graph, c.tp)
         stages = []
-        for s, blocks in enumerate(pipe["stage_blocks"]):
-            segments = [(rep, n) for rep, n in blocks.items()]
-            if s == 0:
-                segments.append(("pre", 1))
-            if s == c.pp - 1:
-                segments.append(("post", 1))
+        for s in range(c.pp):
+            segments = _stage_segments(pipe, s, c.pp)
             time = sum(per_microbatch(w) * n for w, n in segments) + (2 * c.interleave * p2p if c.pp > 1 else 0)
             dp_comm = sum((part(w, "dp_comm_bwd") + part(w, "dp_comm_fwd")) * n for w, n in segments)
             optimizer = sum(part(w, "optimizer") * n for w, n in segments) / (c.dp * c.cp if c.zero >= 1 else 1)
