@@ -29,6 +29,7 @@ def test_validate_json_format_and_chosen_knobs(tmp_path, capsys):
         assert {"id", "predicted_tokens_per_s_per_device", "measured_tokens_per_s_per_device", "error",
                 "chosen"} <= set(case)
         assert abs(case["error"]) < 0.08
+        assert case["predicted_peak_memory_gib_per_device"] < 80 and case["measured_peak_memory_gib_per_device"] is None
     chosen = {c["id"]: c["chosen"] for c in result["cases"]}
     assert chosen["korthikanti2022-table5-22B-full"]["micro_batch"] == 4  # published, kept
     assert chosen["narayanan2021-table1-7.5B"]["micro_batch"] in (1, 2, 4, 8, 16)  # null, chosen

@@ -254,15 +254,19 @@ def _run_validate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"watos validate {args.cases}")
-    for column in ("case", "predicted", "measured", "error", "chosen"):
+    table = Table(title=f"watos validate {args.cases}  (tokens/s per device; peak memory GiB per device)")
+    for column in ("case", "predicted", "measured", "error", "memory predicted", "memory measured", "chosen"):
         table.add_column(column, justify="left" if column in ("case", "chosen") else "right")
     for case in result["cases"]:
-        chosen = ", ".join(f"{k}={v}" for k, v in case["chosen"].items())
+        chosen = " ".join(f"{k}={v}" for k, v in case["chosen"].items())
+        measured_memory = case["measured_peak_memory_gib_per_device"]
         table.add_row(case["id"], f"{case['predicted_tokens_per_s_per_device']:,.2f}",
-                      f"{case['measured_tokens_per_s_per_device']:,.2f}", f"{case['error']:+.1%}", chosen)
-    Console().print(table)
-    Console().print(f"mean absolute error {result['mean_abs_error']:.2%}, max {result['max_abs_error']:.2%}")
+                      f"{case['measured_tokens_per_s_per_device']:,.2f}", f"{case['error']:+.1%}",
+                      f"{case['predicted_peak_memory_gib_per_device']:.1f}",
+                      "-" if measured_memory is None else f"{measured_memory:.1f}", chosen)
+    console = Console() if sys.stdout.isatty() else Console(width=220)
+    console.print(table)
+    console.print(f"mean absolute error {result['mean_abs_error']:.2%}, max {result['max_abs_error']:.2%}")
     return 0
 
 

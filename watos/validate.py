@@ -165,6 +165,7 @@ def predict(case: Case, target: Target | None = None) -> dict[str, Any]:
             "chosen": {"micro_batch": plan.micro_batch, "recompute": plan.recompute,
                        "sequence_parallel": plan.sequence_parallel, "interleave": plan.interleave},
             "predicted_peak_memory_gib_per_device": cost["peak_memory_bytes_per_device"] / 2**30,
+            "measured_peak_memory_gib_per_device": case.measured.peak_memory_gib_per_device,
             "mfu": cost["mfu"]}
 
 
