@@ -24,7 +24,7 @@ from typing import Literal
 
 from watos.errors import WatosError
 from watos.hardware import Target
-from watos.ir import Graph, OpKind, Phase
+from watos.ir import DTYPE_BYTES, Graph, OpKind, Phase
 from watos.network import collective_time
 from watos.pass_manager import Pass, PassConfig, register_pass
 
@@ -197,7 +197,8 @@ def _weight_streaming(graph: Graph, c) -> dict:
         raise WatosError(f"target {c.target.name} has no weight_streaming memory for strategy weight-streaming")
     cost = graph.analyses["device_cost"]
     bandwidth = streaming.bandwidth_gb_per_s * 1e9
-    weights = _weight_bytes_by_segment(graph)
+    weights = {where: numel * DTYPE_BYTES[graph.model.dtype]
+               for where, numel in _parameter_sizes(graph, c.tp)["params"].items()}
     per_microbatch = 0.0
     for group in graph.block_groups or []:
         w = weights.get(str(group.representative), 0.0)
@@ -229,12 +230,3 @@ def _weight_streaming(graph: Graph, c) -> dict:
         "stages": [],
     }
 
-
-def _weight_bytes_by_segment(graph: Graph) -> dict[str, float]:
-    """16-bit weight bytes of each block representative and of the pre/post segments."""
-    totals: dict[str, float] = {}
-    for op in graph.ops:
-        if op.kind is OpKind.PARAM:
-            where = str(op.block) if op.block is not None else _param_segment(graph, op)
-            totals[where] = totals.get(where, 0.0) + op.outputs[0].nbytes
-    return totals
