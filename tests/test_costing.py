@@ -124,3 +124,14 @@ def test_cost_invariants(plan, target):
     memory = [cost_plan(graph, hardware, plan.model_copy(update={"recompute": r})).analyses["cost"]
               ["peak_memory_bytes_per_device"] for r in ("none", "selective", "full")]
     assert memory[0] >= memory[1] >= memory[2]
+
+
+@pytest.mark.parametrize("text,needle", [("- tp: 2", "a plan must be a YAML mapping"),
+                                         ("tp: [", "malformed YAML at line 1"),
+                                         ("tp: 2\ncolour: red", "colour: unknown field")])
+def test_bad_plan_file(tmp_path, capsys, text, needle):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(text)
+    assert main(["compile", "gpt2", "--target", "dgx-a100-80g", "--plan", str(plan)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(plan) in err and err.count("\n") == 1

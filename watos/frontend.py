@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .documents import parse_json_object, read_file
 from .errors import WatosError
 
 InputsFn = Callable[[int, int], Any]
@@ -48,27 +48,15 @@ def load_model(spec: Any, example_inputs: InputsFn | None = None) -> ModelSource
     from watos.models import config_names, config_text
 
     if (text := config_text(spec)) is not None:
-        return from_hf_config(spec, _parse_json(text, f"models/configs/{spec}.json"))
+        return from_hf_config(spec, parse_json_object(text, f"models/configs/{spec}.json", "a config"))
     path = Path(spec)
     if spec.endswith(".json"):
-        if not path.is_file():
-            raise WatosError(f"config file not found: {spec}")
-        return from_hf_config(path.stem if path.name != "config.json" else path.parent.name or "config",
-                               _parse_json(path.read_text(), spec))
+        data = parse_json_object(read_file(spec, "config file"), spec, "a config")
+        return from_hf_config(path.stem if path.name != "config.json" else path.parent.name or "config", data)
     if ":" in spec:
         return _from_factory(spec, example_inputs)
     raise WatosError(f"unknown model {spec!r}: not a shipped name ({', '.join(config_names())}), "
                      "a config.json path, or file.py:factory / package.module:attr")
-
-
-def _parse_json(text: str, where: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WatosError(f"{where}: malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(data, dict):
-        raise WatosError(f"{where}: a config must be a JSON object, got {type(data).__name__}")
-    return data
 
 
 def from_hf_config(name: str, data: dict[str, Any]) -> ModelSource:

@@ -18,9 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .documents import parse_yaml_mapping, read_file
 from .errors import WatosError, describe_validation_error
 
 Positive = Annotated[float, Field(gt=0)]
@@ -141,22 +141,13 @@ def load_target(spec: str | Path) -> Target:
             raise WatosError(f"unknown target {spec!r}; shipped: {', '.join(shipped_targets())}")
         where = f"hw_targets/{spec}.yaml"
     else:
-        if not path.is_file():
-            raise WatosError(f"target file not found: {spec}")
-        text, where = path.read_text(), str(spec)
+        text, where = read_file(str(spec), "target file"), str(spec)
     return parse_target(text, where)
 
 
 def parse_target(text: str, where: str) -> Target:
     """Validate YAML text as a :class:`Target`."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        raise WatosError(f"{where}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise WatosError(f"{where}: a target must be a YAML mapping")
+    data = parse_yaml_mapping(text, where, "a target")
     try:
         return Target(**data)
     except ValidationError as exc:

@@ -1,12 +1,11 @@
 """A training plan: how one model is split over the devices of a target, and how it is scheduled."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .documents import parse_yaml_mapping, read_file
 from .errors import WatosError, describe_validation_error
 
 Recompute = Literal["none", "selective", "full"]
@@ -80,14 +79,7 @@ def check_plan(plan: Plan, *, heads: int, kv_heads: int, layers: int, seq_len: i
 
 def load_plan(path: str) -> Plan:
     """A plan from a YAML file; errors name the file and field."""
-    file = Path(path)
-    if not file.is_file():
-        raise WatosError(f"plan file not found: {path}")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise WatosError(f"{path}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
-    return make_plan(data or {}, path)
+    return make_plan(parse_yaml_mapping(read_file(path, "plan file"), path, "a plan"), path)
 
 
 def make_plan(fields: dict, where: str = "plan") -> Plan:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .compile import attention_for, cost_plan, lower
+from .documents import parse_json_object, read_file
 from .errors import WatosError, describe_validation_error
 from .frontend import from_hf_config
 from .hardware import Target, load_target
@@ -75,14 +75,8 @@ class Case(_Strict):
 
 def load_cases(path: str) -> list[Case]:
     """Cases from a validation file; errors name the file, case and field."""
-    file = Path(path)
-    if not file.is_file():
-        raise WatosError(f"validation file not found: {path}")
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise WatosError(f"{path}: malformed JSON: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(data, dict) or data.get("format") != "watos-validation-cases/1":
+    data = parse_json_object(read_file(path, "validation file"), path, "a validation file")
+    if data.get("format") != "watos-validation-cases/1":
         raise WatosError(f"{path}: not a watos-validation-cases/1 file (field 'format')")
     cases = []
     for index, raw in enumerate(data.get("cases", [])):
