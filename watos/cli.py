@@ -171,8 +171,8 @@ def _run_compile(args: argparse.Namespace) -> int:
                seq_len=args.seq, devices=devices)
     with _staged_dumps(args.dump_ir) as instruments:
         PassManager(default_pipeline(), instruments).run(graph)
-        lowered = lower(graph, target.fusion, instruments=_continuing(instruments))
-        costed = cost_plan(lowered, target, plan, instruments=_continuing(instruments), dtype=args.dtype)
+        lowered = lower(graph, target.fusion, instruments=instruments)
+        costed = cost_plan(lowered, target, plan, instruments=instruments, dtype=args.dtype)
     cost = {k: v for k, v in costed.analyses["cost"].items()}
     result = {"model": graph.model.name, "target": target.name, "plan": plan.model_dump(), **cost}
     if args.json:
@@ -180,14 +180,6 @@ def _run_compile(args: argparse.Namespace) -> int:
     else:
         _print_compile(result)
     return 0
-
-
-def _continuing(instruments: list[Any]) -> list[Any]:
-    """The same dump instruments, numbering on after the trace pipeline's passes."""
-    for instrument in instruments:
-        if hasattr(instrument, "offset"):
-            instrument.offset = instrument.count
-    return instruments
 
 
 class _staged_dumps:

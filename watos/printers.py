@@ -154,12 +154,12 @@ def to_dot(graph: Graph, block: int | None = None) -> str:
 
 
 class DumpIR(Instrument):
-    """Writes ``NNN_<pass>.txt``, ``.json`` and ``.dot`` (one block) after every pass (000: import)."""
+    """Writes ``NNN_<pass>.txt``, ``.json`` and ``.dot`` (one block) after every pass (000: import);
+    numbering continues across pipelines run with the same instrument."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self.offset = 0  # dump numbers continue after this many passes (a second pipeline)
-        self.count = 0
+        self.count = 0  # passes dumped so far: a second pipeline's dumps number on
 
     def _write(self, stem: str, graph: Graph) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -168,9 +168,9 @@ class DumpIR(Instrument):
         (self.directory / f"{stem}.dot").write_text(to_dot(graph))
 
     def start(self, graph: Graph) -> None:
-        if not self.offset:
+        if not self.count:
             self._write("000_import", graph)
 
     def after_pass(self, index: int, p: Pass, graph: Graph) -> None:
-        self.count = self.offset + index
+        self.count += 1
         self._write(f"{self.count:03d}_{p.name}", graph)
