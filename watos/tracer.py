@@ -60,11 +60,10 @@ def trace(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: str = "
     prefix, blocks = _find_blocks(model)
     signatures = [_block_signature(b) for b in blocks]
     traced = _traced_prefix(signatures) if replicate_blocks else len(blocks)
-    if prefix is not None and traced < len(blocks):
-        _truncate_blocks(model, prefix, traced)
-    inputs = _example_inputs(source, model, micro_batch, seq_len)
-    module_types = {name: type(m).__name__ for name, m in model.named_modules()}
-    gm, names = _trace_joint(model, inputs, source)
+    with _truncated_blocks(model, prefix, traced if prefix is not None and traced < len(blocks) else None):
+        inputs = _example_inputs(source, model, micro_batch, seq_len)
+        module_types = {name: type(m).__name__ for name, m in model.named_modules()}
+        gm, names = _trace_joint(model, inputs, source)
     info = ModelInfo(name=source.name, family=source.family, micro_batch=micro_batch, seq_len=seq_len,
                      dtype=dtype, parameters=parameters, num_blocks=len(blocks), block_prefix=prefix,
                      traced_blocks=list(range(traced)), block_signatures=signatures,
@@ -111,15 +110,30 @@ def _traced_prefix(signatures: list[str]) -> int:
     return len(signatures)
 
 
-def _truncate_blocks(model: Any, prefix: str, keep: int) -> None:
+@contextlib.contextmanager
+def _truncated_blocks(model: Any, prefix: str | None, keep: int | None) -> Iterator[None]:
+    """Keep only the first ``keep`` blocks (and say so in the config) while tracing; restore them
+    after, since a source may hand out the same module or config object again."""
+    if keep is None:
+        yield
+        return
     parent_name, _, attr = prefix.rpartition(".")
     parent = model.get_submodule(parent_name)
-    setattr(parent, attr, torch.nn.ModuleList(list(getattr(parent, attr))[:keep]))
     config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "num_hidden_layers"):
+    saved = {name: getattr(config, name) for name in ("num_hidden_layers", "layer_types")
+             if config is not None and hasattr(config, name)}
+    blocks = getattr(parent, attr)
+    setattr(parent, attr, torch.nn.ModuleList(list(blocks)[:keep]))
+    if "num_hidden_layers" in saved:
         config.num_hidden_layers = keep
-        if isinstance(getattr(config, "layer_types", None), list):
-            config.layer_types = config.layer_types[:keep]
+        if isinstance(saved.get("layer_types"), list):
+            config.layer_types = saved["layer_types"][:keep]
+    try:
+        yield
+    finally:
+        setattr(parent, attr, blocks)
+        for name, value in saved.items():
+            setattr(config, name, value)
 
 
 # -- inputs and the step --------------------------------------------------------------------------
