@@ -4,11 +4,13 @@ A kernel takes ``max(FLOPs / (peak · e), bytes / (bandwidth · e_mem)) + launch
 efficiency e depends on its per-device problem (``attrs["mnk"]``): it rises with the work and with the
 smallest dimension, ``e = matmul_max · f/(f + f½) · d/(d + d½)``. Bytes come from SRAM when the op's working
 set fits there, else from DRAM. Work and traffic are divided by ``attrs["shard"]``. Collectives are
-costed by ``watos.network`` over the groups of ``analyses["groups"]``, all groups at once.
+costed by ``watos.network`` over the groups of ``analyses["groups"]``, all groups at once, on the dies
+of ``analyses["placement"]``.
 
 Writes ``attrs["time_s"]`` on every op and ``analyses["device_cost"]``: seconds per micro-batch, per block
-group representative and for the ``pre``/``post`` segments, split into forward, backward, recompute,
-optimizer and the communication of each group.
+group representative and for the ``pre``/``post`` segments, split into forward, backward, optimizer and
+the communication of each group; ``recompute:<policy>`` (and its FLOPs) is the forward work that
+recompute policy re-runs in the backward.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from watos.pass_manager import Pass, PassConfig, register_pass
 
 @register_pass("device_cost")
 class DeviceCost(Pass):
-    requires = frozenset({"recompute"})
+    requires = frozenset({"recompute", "placed"})
     provides = frozenset({"timed"})
     in_default_pipeline = False
 
@@ -35,6 +37,7 @@ class DeviceCost(Pass):
         peak = target.device.peak_tflops.get(self.config.dtype) or max(target.device.peak_tflops.values())
         kernel = KernelModel(target, peak * 1e12)
         groups = graph.analyses["groups"]
+        dies = graph.analyses["placement"]["dies"]
         collective_cache: dict[tuple, float] = {}
         totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for op in graph.ops:
@@ -42,7 +45,7 @@ class DeviceCost(Pass):
                 key = (op.target, op.attrs["bytes"], op.attrs["group"])
                 if key not in collective_cache:
                     collective_cache[key] = collective_time(target, op.target, op.attrs["bytes"],
-                                                            groups[op.attrs["group"]])
+                                                            groups[op.attrs["group"]], dies)
                 seconds = collective_cache[key]
                 bucket = f"{op.attrs['group']}_comm_{'fwd' if op.phase is Phase.FORWARD else 'bwd'}"
             else:
@@ -51,15 +54,14 @@ class DeviceCost(Pass):
             op.attrs["time_s"] = seconds
             where = str(op.block) if op.block is not None else op.attrs.get("segment", "post")
             totals[where][bucket] += seconds
-            if op.attrs.get("recompute"):
-                totals[where]["recompute"] += seconds
+            per_device = op.flops / op.attrs.get("shard", 1)
+            for policy in op.attrs.get("recompute_under", ()):
+                totals[where][f"recompute:{policy}"] += seconds
+                totals[where][f"recompute_flops:{policy}"] += op.flops
+                totals[where][f"recompute_device_flops:{policy}"] += per_device
             if op.phase is not Phase.OPTIMIZER and op.kind is not OpKind.COLLECTIVE:
-                per_device = op.flops / op.attrs.get("shard", 1)
                 totals[where]["flops"] += op.flops
                 totals[where]["device_flops"] += per_device
-                if op.attrs.get("recompute"):
-                    totals[where]["recompute_flops"] += op.flops
-                    totals[where]["device_flops"] += per_device
         graph.analyses["device_cost"] = {k: dict(v) for k, v in totals.items()}
 
 

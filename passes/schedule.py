@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from watos.passes.recompute import POLICIES
+
 from watos.errors import WatosError
 from watos.hardware import Target
 from watos.ir import DTYPE_BYTES, Graph, OpKind, Phase
@@ -33,7 +35,7 @@ ADAM_STATE_BYTES = 12  # fp32 master weights and two fp32 moments per parameter
 
 @register_pass("schedule")
 class Schedule(Pass):
-    requires = frozenset({"timed"})
+    requires = frozenset({"timed", "placed"})
     provides = frozenset({"scheduled"})
     in_default_pipeline = False
 
@@ -51,6 +53,7 @@ class Schedule(Pass):
         strategy: Literal["3d", "weight-streaming"] = "3d"
         overlap_grad_reduce: bool = True
         dtype: str = "bf16"
+        borrow: tuple[tuple[int, int, float], ...] = ()  # (sender stage, helper stage, bytes per die)
 
     def run(self, graph: Graph) -> None:
         if self.config.strategy == "weight-streaming":
@@ -60,29 +63,50 @@ class Schedule(Pass):
         cost = graph.analyses["device_cost"]
         pipe = graph.analyses["pipeline"]
         groups = graph.analyses["groups"]
-        # A stage boundary: each TP rank sends its slice, the receivers all-gather it (scatter/gather).
-        p2p = (collective_time(c.target, "p2p", pipe["p2p_bytes"], groups["pp"][:1])
-               + collective_time(c.target, "all_gather", pipe["p2p_bytes"] * c.tp, groups["tp"])) if c.pp > 1 else 0.0
+        dies = graph.analyses["placement"]["dies"]
+        # A stage boundary: each TP rank sends its slice, the receivers all-gather it (scatter/gather);
+        # every boundary of every pipeline sends at once.
+        boundaries = [[g[s], g[s + 1]] for g in groups["pp"] for s in range(c.pp - 1)]
+        p2p = (collective_time(c.target, "p2p", pipe["p2p_bytes"], boundaries, dies)
+               + collective_time(c.target, "all_gather", pipe["p2p_bytes"] * c.tp, groups["tp"], dies)) if c.pp > 1 else 0.0
 
         def part(where: str, key: str) -> float:
             return cost.get(where, {}).get(key, 0.0)
 
-        def per_microbatch(where: str) -> float:
-            return sum(part(where, k) for k in ("fwd", "bwd", "recompute", "tp_comm_fwd", "tp_comm_bwd",
-                                                "cp_comm_fwd", "cp_comm_bwd"))
+        policies = graph.analyses["recompute"]["policy"]
+
+        def stage_sum(s: int, key: str) -> float:
+            return sum(part(w, key) * n for w, n in _stage_segments(pipe, s, c.pp))
+
+        def stage_time(s: int, policy: str) -> float:
+            """One micro-batch through stage s: its compute, recompute and exposed TP/CP communication."""
+            return sum(stage_sum(s, k) for k in ("fwd", "bwd", f"recompute:{policy}", "tp_comm_fwd", "tp_comm_bwd",
+                                                 "cp_comm_fwd", "cp_comm_bwd")) + (2 * c.interleave * p2p if c.pp > 1 else 0)
 
         sizes = _parameter_sizes(graph, c.tp)
+        memory = [_memory(graph, _stage_segments(pipe, s, c.pp), s, c, sizes) for s in range(c.pp)]
+        borrowed = _borrowing(graph, c, memory, dies)
         stages = []
         for s in range(c.pp):
-            segments = _stage_segments(pipe, s, c.pp)
-            time = sum(per_microbatch(w) * n for w, n in segments) + (2 * c.interleave * p2p if c.pp > 1 else 0)
-            dp_comm = sum((part(w, "dp_comm_bwd") + part(w, "dp_comm_fwd")) * n for w, n in segments)
-            optimizer = sum(part(w, "optimizer") * n for w, n in segments) / (c.dp * c.cp if c.zero >= 1 else 1)
-            backward = sum(part(w, "bwd") * n for w, n in segments)
-            exposed_dp = max(0.0, dp_comm - backward) if c.overlap_grad_reduce else dp_comm
-            stages.append({"stage": s, "time_per_microbatch_s": time, "dp_comm_s": dp_comm,
-                           "dp_exposed_s": exposed_dp, "optimizer_s": optimizer,
-                           "memory": _memory(graph, segments, s, c, sizes)})
+            dp_comm = stage_sum(s, "dp_comm_bwd") + stage_sum(s, "dp_comm_fwd")
+            optimizer = stage_sum(s, "optimizer") / (c.dp * c.cp if c.zero >= 1 else 1)
+            exposed_dp = max(0.0, dp_comm - stage_sum(s, "bwd")) if c.overlap_grad_reduce else dp_comm
+            time = stage_time(s, policies[s])
+            transfer = borrowed[s]["transfer_s"]
+            forward = stage_sum(s, "fwd") + stage_sum(s, "tp_comm_fwd") + stage_sum(s, "cp_comm_fwd")
+            stages.append({
+                "stage": s, "recompute": policies[s], "time_per_microbatch_s": time + max(0.0, transfer - time),
+                "forward_s": forward, "borrow_transfer_s": transfer,
+                "compute_per_microbatch_s": stage_sum(s, "fwd") + stage_sum(s, "bwd") + stage_sum(s, f"recompute:{policies[s]}"),
+                "dp_comm_s": dp_comm, "dp_exposed_s": exposed_dp, "optimizer_s": optimizer,
+                "memory": {**memory[s], "borrowed_out_bytes": borrowed[s]["out"], "borrowed_in_bytes": borrowed[s]["in"],
+                           "total_bytes": memory[s]["total_bytes"] - borrowed[s]["out"] + borrowed[s]["in"]},
+                # What each recompute policy would cost this stage (GCMR chooses among them).
+                "options": {policy: {"time_per_microbatch_s": stage_time(s, policy),
+                                     "total_bytes": memory[s]["total_bytes"] - memory[s]["activations_bytes"]
+                                     + _activation_bytes(graph, _stage_segments(pipe, s, c.pp), s, c, policy)}
+                            for policy in POLICIES},
+            })
         times = [st["time_per_microbatch_s"] for st in stages]
         v = c.interleave if c.kind == "interleaved" or c.interleave > 1 else 1
         pipeline_time = c.micro_batches * max(times) + (sum(times) - max(times)) / v
@@ -91,13 +115,11 @@ class Schedule(Pass):
         devices = c.tp * c.pp * c.dp * c.cp
         tokens = c.sequences_per_step * graph.model.seq_len
         model_flops = _model_flops(graph) * c.sequences_per_step / graph.model.micro_batch
-        recompute_flops = sum(part(w, "recompute_flops") * n for st in pipe["stage_blocks"]
-                              for w, n in st.items()) * c.micro_batches * c.dp
+        recompute_flops = sum(stage_sum(s, f"recompute_flops:{policies[s]}") for s in range(c.pp)) * c.micro_batches * c.dp
         peak = c.target.device.peak_tflops.get(c.dtype) or max(c.target.device.peak_tflops.values())
-        compute = c.micro_batches * max(sum(part(w, k) * n for w, n in _stage_segments(pipe, s, c.pp)
-                                            for k in ("fwd", "bwd")) for s in range(c.pp))
+        compute = c.micro_batches * max(stage_sum(s, "fwd") + stage_sum(s, "bwd") for s in range(c.pp))
         executed = c.micro_batches * c.tp * c.dp * c.cp * sum(
-            part(w, "device_flops") * n for s in range(c.pp) for w, n in _stage_segments(pipe, s, c.pp))
+            stage_sum(s, "device_flops") + stage_sum(s, f"recompute_device_flops:{policies[s]}") for s in range(c.pp))
         peak_memory = max(st["memory"]["total_bytes"] for st in stages)
         capacity = c.target.device.dram_capacity_gb * 1e9 + c.target.device.sram_capacity_mb * 1e6
         graph.analyses["cost"] = {
@@ -114,10 +136,9 @@ class Schedule(Pass):
             "breakdown_s": {
                 "compute": compute,
                 "bubble": pipeline_time - c.micro_batches * max(times),
-                "recompute": c.micro_batches * max(sum(part(w, "recompute") * n
-                                                       for w, n in _stage_segments(pipe, s, c.pp)) for s in range(c.pp)),
-                "tp_comm": c.micro_batches * max(sum((part(w, "tp_comm_fwd") + part(w, "tp_comm_bwd")) * n
-                                                     for w, n in _stage_segments(pipe, s, c.pp)) for s in range(c.pp)),
+                "recompute": c.micro_batches * max(stage_sum(s, f"recompute:{policies[s]}") for s in range(c.pp)),
+                "tp_comm": c.micro_batches * max(stage_sum(s, "tp_comm_fwd") + stage_sum(s, "tp_comm_bwd")
+                                                 for s in range(c.pp)),
                 "pp_comm": c.micro_batches * 2 * c.interleave * p2p if c.pp > 1 else 0.0,
                 "dp_exposed": max(st["dp_exposed_s"] for st in stages),
                 "optimizer": max(st["optimizer_s"] for st in stages),
@@ -148,21 +169,50 @@ def _memory(graph: Graph, segments: list[tuple[str, int]], stage: int, c, sizes:
     weights = 2 * params / (replicas if c.zero >= 3 else 1)
     grads = 2 * params / (replicas if c.zero >= 2 else 1)
     states = ADAM_STATE_BYTES * params / (replicas if c.zero >= 1 else 1)
-    recompute = graph.analyses["recompute"]
-    per_microbatch = sum(recompute["block_bytes"].get(w, 0) * n for w, n in segments)
-    per_microbatch += sum(recompute[f"{w}_bytes"] for w, _ in segments if w in ("pre", "post"))
-    if c.kind == "gpipe":
-        in_flight = c.micro_batches
-    elif c.interleave > 1:
-        in_flight = c.pp * (1 + (c.pp - 1) / (c.pp * c.interleave)) if stage == 0 else c.pp - stage
-    else:
-        in_flight = min(c.micro_batches, c.pp - stage)
-    activations = per_microbatch * min(in_flight, max(c.micro_batches, 1) * c.interleave)
+    policy = graph.analyses["recompute"]["policy"][stage]
+    activations = _activation_bytes(graph, segments, stage, c, policy)
     workspace = sizes["workspace"]
     total = weights + grads + states + activations + workspace
     return {"weights_bytes": weights, "gradients_bytes": grads, "optimizer_bytes": states,
             "activations_bytes": activations, "workspace_bytes": workspace, "total_bytes": total,
             "parameters": params}
+
+
+def in_flight(c, stage: int) -> float:
+    """Micro-batches whose activations stage ``stage`` holds at its peak (see module docstring)."""
+    if c.kind == "gpipe":
+        flight = c.micro_batches
+    elif c.interleave > 1:
+        flight = c.pp * (1 + (c.pp - 1) / (c.pp * c.interleave)) if stage == 0 else c.pp - stage
+    else:
+        flight = min(c.micro_batches, c.pp - stage)
+    return min(flight, max(c.micro_batches, 1) * c.interleave)
+
+
+def _activation_bytes(graph: Graph, segments: list[tuple[str, int]], stage: int, c, policy: str) -> float:
+    recompute = graph.analyses["recompute"]
+    kept = recompute["block_bytes"][policy]
+    per_microbatch = sum(kept.get(w, 0) * n for w, n in segments)
+    per_microbatch += sum(recompute[f"{w}_bytes"] for w, _ in segments if w in ("pre", "post"))
+    return per_microbatch * in_flight(c, stage)
+
+
+def _borrowing(graph: Graph, c, memory: list[dict], dies: list[int]) -> list[dict]:
+    """Sender/Helper checkpoint storage: bytes each stage's dies lend or borrow, and the seconds per
+    micro-batch its checkpoints spend in flight. A sender writes the borrowed share of every
+    micro-batch's checkpoints to its helper in the forward and reads it back in the backward
+    (2·borrowed / micro-batches in flight per micro-batch), over the D2D route from each of its dies to
+    the counterpart die of the helper stage, all pairs at once, no faster than the helper's DRAM."""
+    stages = [{"out": 0.0, "in": 0.0, "transfer_s": 0.0} for _ in range(c.pp)]
+    groups = graph.analyses["groups"]["pp"]
+    dram = c.target.device.dram_bandwidth_gb_per_s * 1e9 * c.target.device.efficiency.memory
+    for sender, helper, nbytes in c.borrow:
+        stages[sender]["out"] += nbytes
+        stages[helper]["in"] += nbytes
+        traffic = 2 * nbytes / in_flight(c, sender)
+        pairs = [[g[sender], g[helper]] for g in groups]
+        stages[sender]["transfer_s"] += max(collective_time(c.target, "p2p", traffic, pairs, dies), traffic / dram)
+    return stages
 
 
 def _parameter_sizes(graph: Graph, tp: int) -> dict:
@@ -196,26 +246,32 @@ def _weight_streaming(graph: Graph, c) -> dict:
     if streaming is None:
         raise WatosError(f"target {c.target.name} has no weight_streaming memory for strategy weight-streaming")
     cost = graph.analyses["device_cost"]
+    policy = graph.analyses["recompute"]["policy"][0]
     bandwidth = streaming.bandwidth_gb_per_s * 1e9
     weights = {where: numel * DTYPE_BYTES[graph.model.dtype]
                for where, numel in _parameter_sizes(graph, c.tp)["params"].items()}
-    per_microbatch = 0.0
+    per_microbatch = compute = recompute_s = 0.0
     for group in graph.block_groups or []:
         w = weights.get(str(group.representative), 0.0)
         part = cost.get(str(group.representative), {})
+        rerun = part.get(f"recompute:{policy}", 0.0)
         forward = max(part.get("fwd", 0.0), w / bandwidth)
-        backward = max(part.get("bwd", 0.0) + part.get("recompute", 0.0), 2 * w / bandwidth)
+        backward = max(part.get("bwd", 0.0) + rerun, 2 * w / bandwidth)
         per_microbatch += group.count * (forward + backward)
+        compute += group.count * (part.get("fwd", 0.0) + part.get("bwd", 0.0))
+        recompute_s += group.count * rerun
     for segment in ("pre", "post"):
         part = cost.get(segment, {})
         per_microbatch += max(part.get("fwd", 0.0) + part.get("bwd", 0.0), 3 * weights.get(segment, 0.0) / bandwidth)
+        compute += part.get("fwd", 0.0) + part.get("bwd", 0.0)
     step = c.micro_batches * per_microbatch
     devices = c.dp
     tokens = c.sequences_per_step * graph.model.seq_len
     model_flops = _model_flops(graph) * c.sequences_per_step / graph.model.micro_batch
     peak = c.target.device.peak_tflops.get(c.dtype) or max(c.target.device.peak_tflops.values())
     recompute = graph.analyses["recompute"]
-    activations = sum(recompute["block_bytes"].get(str(g.representative), 0) * g.count for g in graph.block_groups)
+    activations = sum(recompute["block_bytes"][policy].get(str(g.representative), 0) * g.count
+                      for g in graph.block_groups)
     activations += recompute["pre_bytes"] + recompute["post_bytes"]
     buffers = 2 * max(weights.values(), default=0.0)
     memory = activations + buffers
@@ -225,8 +281,11 @@ def _weight_streaming(graph: Graph, c) -> dict:
         "mfu": model_flops / (step * devices * peak * 1e12), "hfu": model_flops / (step * devices * peak * 1e12),
         "peak_memory_bytes_per_device": memory, "memory_capacity_bytes_per_device": capacity,
         "fits": memory <= capacity,
-        "breakdown_s": {"per_microbatch": per_microbatch,
-                        "weight_streaming": c.micro_batches * 3 * sum(weights.values()) / bandwidth},
-        "stages": [],
+        "breakdown_s": {"compute": c.micro_batches * compute, "recompute": c.micro_batches * recompute_s,
+                        # streaming time not hidden behind compute
+                        "weight_streaming": step - c.micro_batches * (compute + recompute_s)},
+        "stages": [{"stage": 0, "recompute": policy, "time_per_microbatch_s": per_microbatch,
+                    "memory": {"activations_bytes": activations, "weights_bytes": buffers, "total_bytes": memory,
+                               "borrowed_out_bytes": 0.0, "borrowed_in_bytes": 0.0}}],
     }
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 from typing import Iterable
 
 from .hardware import Target
-from .ir import Graph
+from .ir import DTYPE_BYTES, Graph
 from .pass_manager import Instrument, Pass, PassManager, registered_passes
 from .plan import Plan
 
 LOWERING_PIPELINE = ("fuse",)
-COSTING_PIPELINE = ("shard", "pipeline", "recompute", "device_cost", "schedule")
+COSTING_PIPELINE = ("shard", "pipeline", "recompute", "place", "device_cost", "schedule")
 
 
 def attention_for(fusion: str) -> str:
@@ -27,18 +27,21 @@ def lower(graph: Graph, fusion: str, instruments: Iterable[Instrument] = ()) -> 
 def costing_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass]:
     """The costing pipeline configured for one target and plan."""
     registry = registered_passes()
-    shard, pipeline, recompute, device_cost, schedule = (registry[n] for n in COSTING_PIPELINE)
+    shard, pipeline, recompute, place, device_cost, schedule = (registry[n] for n in COSTING_PIPELINE)
     parallel = dict(tp=plan.tp, cp=plan.cp)
     return [
         shard(**parallel, pp=plan.pp, dp=plan.dp, zero=plan.zero, sequence_parallel=plan.sequence_parallel,
-              grad_reduce_bytes=4 if plan.grad_reduce_dtype == "fp32" else 2),
+              grad_reduce_bytes=DTYPE_BYTES[plan.grad_reduce_dtype]),
         pipeline(**parallel, pp=plan.pp, interleave=plan.interleave, sequence_parallel=plan.sequence_parallel),
         recompute(**parallel, policy=plan.recompute, sequence_parallel=plan.sequence_parallel),
+        place(target=target, strategy=plan.placement, **parallel, dp=plan.dp, pp=plan.pp, seed=plan.seed,
+              pairs=tuple((b.sender, b.helper, b.gb * 1e9) for b in plan.borrow)),
         device_cost(target=target, dtype=dtype),
         schedule(target=target, **parallel, pp=plan.pp, dp=plan.dp, zero=plan.zero,
                  micro_batches=plan.micro_batches, sequences_per_step=plan.sequences_per_step,
                  interleave=plan.interleave, kind="interleaved" if plan.interleave > 1 else plan.schedule,
-                 overlap_grad_reduce=plan.overlap_grad_reduce, dtype=dtype, strategy=plan.strategy),
+                 overlap_grad_reduce=plan.overlap_grad_reduce, dtype=dtype, strategy=plan.strategy,
+                 borrow=tuple((b.sender, b.helper, b.gb * 1e9) for b in plan.borrow)),
     ]
 
 

@@ -5,7 +5,8 @@ that spans several fast domains runs hierarchically, one phase per tier, each ph
 bytes over that tier's per-device bandwidth (Thakur et al. 2005 ring algorithms; NCCL's hierarchical
 all-reduce). A 2D mesh embeds a ring over the group's dies, routes every ring hop with dimension-order (XY)
 routing, adds the bytes each directed link carries for *all* groups communicating at once, and takes the
-busiest link: contention counted, not assumed away.
+busiest link: contention counted, not assumed away. Rings, bidirectional rings and 2D rings are tried
+and the fastest kept (see :func:`mesh_collective`).
 
 Ring costs, group of g devices, n bytes per device:
   all-reduce 2(g-1)/g·n;  reduce-scatter and all-gather (g-1)/g·n;  all-to-all (g-1)/g·n;  p2p n.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Literal
 
 from .hardware import Mesh2D, Switched, Target
@@ -25,14 +27,16 @@ _RING_VOLUME = {"all_reduce": 2.0, "reduce_scatter": 1.0, "all_gather": 1.0, "al
 _RING_STEPS = {"all_reduce": 2, "reduce_scatter": 1, "all_gather": 1, "all_to_all": 1}
 
 
-def collective_time(target: Target, op: Collective, nbytes: float, groups: list[list[int]]) -> float:
+def collective_time(target: Target, op: Collective, nbytes: float, groups: list[list[int]],
+                    placement: Sequence[int] | None = None) -> float:
     """Seconds for ``op`` of ``nbytes`` per device, run at once by every group in ``groups``
-    (lists of global device ranks). All groups are assumed to be the same size."""
+    (lists of global device ranks; on a mesh, ``placement[rank]`` is the rank's die). All groups are
+    assumed to be the same size."""
     if nbytes <= 0 or not groups or len(groups[0]) < 2:
         return 0.0
     if isinstance(target.topology, Switched):
         return _switched_time(target, target.topology, op, nbytes, groups[0])
-    return _mesh_time(target, target.topology, op, nbytes, groups)
+    return mesh_collective(target, op, nbytes, groups, placement)[0]
 
 
 def _switched_time(target: Target, net: Switched, op: Collective, nbytes: float, group: list[int]) -> float:
@@ -73,28 +77,97 @@ def _tier_between(net: Switched, a: int, b: int):
     return net.tiers[-1]
 
 
-def _mesh_time(target: Target, mesh: Mesh2D, op: Collective, nbytes: float, groups: list[list[int]]) -> float:
-    """Rings embedded on the mesh (ranks placed row-major unless a placement says otherwise)."""
+Link = tuple[int, int, int, int]  # directed mesh link (r1, c1, r2, c2) between neighbours
+
+
+def mesh_collective(target: Target, op: Collective, nbytes: float, groups: list[list[int]],
+                    placement: Sequence[int] | None = None) -> tuple[float, str, dict[Link, float]]:
+    """Seconds, the embedding chosen, and the bytes each directed link carries, for ``op`` run at once
+    by every group on a mesh. ``placement[rank]`` is the die (row-major index) a rank runs on (default:
+    die = rank). Rings follow a cycle through the group's dies (a Hamiltonian cycle of a rectangle where
+    one exists); the fastest of three embeddings is used, as NCCL picks an algorithm:
+
+    * ``ring``: one direction, 2(g-1) steps of n/g for all-reduce (g-1 for the others);
+    * ``bidirectional``: half the bytes each way round the ring (TEMP/WATOS's bidirectional ring);
+    * ``2d`` (all-reduce of a full rectangle): reduce-scatter along rows, all-reduce of the row's share
+      along columns, all-gather along rows.
+
+    A phase takes steps · (busiest link's bytes per step / link bandwidth + longest route · latency)."""
+    mesh = target.topology
+    assert isinstance(mesh, Mesh2D)
     dies = mesh.rows * mesh.cols
-    load: dict[tuple[int, int, int, int], int] = defaultdict(int)
+    where = [divmod((placement[r] if placement is not None else r) % dies, mesh.cols) for g in groups for r in g]
+    coords = [where[i * len(groups[0]):(i + 1) * len(groups[0])] for i in range(len(groups))]
+    if op == "p2p":
+        seconds, load = _phase(target, [([c[0], c[1]], nbytes) for c in coords], 1, closed=False)
+        return seconds, "p2p", load
+    g = len(groups[0])
+    steps = _RING_STEPS[op] * (g - 1)
+    rings = [_cycle(c) for c in coords]
+    options = {"ring": _phase(target, [(r, nbytes / g) for r in rings], steps),
+               "bidirectional": _phase(target, [(r, nbytes / (2 * g)) for r in rings]
+                                       + [(r[::-1], nbytes / (2 * g)) for r in rings], steps)}
+    grids = [_rectangle(c) for c in coords]
+    if op == "all_reduce" and all(grids) and min(len(grids[0]), len(grids[0][0])) > 1:
+        rows = [_cycle(row) for grid in grids for row in grid]
+        cols = [_cycle(list(col)) for grid in grids for col in zip(*grid)]
+        a, b = len(grids[0]), len(grids[0][0])
+        options["2d"] = _serial(_phase(target, [(r, nbytes / b) for r in rows], b - 1),
+                                _phase(target, [(c, nbytes / (a * b)) for c in cols], 2 * (a - 1)),
+                                _phase(target, [(r, nbytes / b) for r in rows], b - 1))
+    name = min(options, key=lambda k: (options[k][0], k))
+    return options[name][0], name, options[name][1]
+
+
+def _phase(target: Target, flows: list[tuple[list[tuple[int, int]], float]], steps: int,
+           closed: bool = True) -> tuple[float, dict[Link, float]]:
+    """``steps`` times, every die of every ring sends its chunk to the next die, all rings at once
+    (``closed``: the last die sends to the first)."""
+    mesh = target.topology
+    load: dict[Link, float] = defaultdict(float)
     longest = 0
-    for group in groups:
-        coords = [divmod(rank % dies, mesh.cols) for rank in group]
-        pairs = [(coords[0], coords[1])] if op == "p2p" else list(zip(coords, coords[1:] + coords[:1]))
+    for ring, chunk in flows:
+        pairs = zip(ring, ring[1:] + ring[:1]) if closed else zip(ring, ring[1:])
         for src, dst in pairs:
             hops = route_xy(src, dst)
             longest = max(longest, len(hops))
             for link in hops:
-                load[link] += 1
-    busiest = max(load.values(), default=1)
-    bandwidth = mesh.link_bandwidth_gb_per_s_per_direction * mesh.links_per_edge * 1e9
-    bandwidth *= target.device.efficiency.network
-    g = len(groups[0])
-    if op == "p2p":
-        return busiest * nbytes / bandwidth + longest * mesh.latency_ns * 1e-9
-    steps = _RING_STEPS[op] * (g - 1)
-    chunk = nbytes / g
-    return steps * (busiest * chunk / bandwidth + longest * mesh.latency_ns * 1e-9)
+                load[link] += chunk
+    if not load:
+        return 0.0, {}
+    bandwidth = mesh.link_bandwidth_gb_per_s_per_direction * mesh.links_per_edge * 1e9 * target.device.efficiency.network
+    seconds = steps * (max(load.values()) / bandwidth + longest * mesh.latency_ns * 1e-9)
+    return seconds, {link: nbytes * steps for link, nbytes in load.items()}
+
+
+def _serial(*phases: tuple[float, dict[Link, float]]) -> tuple[float, dict[Link, float]]:
+    """Phases one after another: times add, and so do the bytes on each link."""
+    load: dict[Link, float] = defaultdict(float)
+    for _, links in phases:
+        for link, nbytes in links.items():
+            load[link] += nbytes
+    return sum(p[0] for p in phases), dict(load)
+
+
+def _rectangle(coords: list[tuple[int, int]]) -> list[list[tuple[int, int]]] | None:
+    """The group's dies as rows of a full rectangle, or None when they do not fill one."""
+    rows, cols = sorted({r for r, _ in coords}), sorted({c for _, c in coords})
+    full = (len(rows) * len(cols) == len(coords) and rows == list(range(rows[0], rows[-1] + 1))
+            and cols == list(range(cols[0], cols[-1] + 1)) and len(set(coords)) == len(coords))
+    return [[(r, c) for c in cols] for r in rows] if full else None
+
+
+def _cycle(coords: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """A ring order through the dies: a Hamiltonian cycle when they fill a rectangle with an even side
+    (every ring hop then crosses one link), else their given order."""
+    grid = _rectangle(coords)
+    if grid is None or len(grid) < 2 or len(grid[0]) < 2:
+        return list(coords)
+    if len(grid) % 2:  # an odd number of rows: walk the columns instead
+        grid = [list(col) for col in zip(*grid)]
+    first = [row[0] for row in grid]  # the way back up the first column
+    body = [(row[1:] if i % 2 == 0 else row[1:][::-1]) for i, row in enumerate(grid)]
+    return [first[0]] + [d for row in body for d in row] + first[:0:-1]
 
 
 def route_xy(src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[int, int, int, int]]:

@@ -7,19 +7,32 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .documents import parse_yaml_mapping, read_file
 from .errors import WatosError, describe_validation_error
+from .placement import Strategy
 
 Recompute = Literal["none", "selective", "full"]
 Schedule = Literal["1f1b", "gpipe", "interleaved"]
+
+
+class Borrow(BaseModel):
+    """Cross-die memory (WATOS Sender/Helper): every die of stage ``sender`` keeps ``gb`` of its
+    checkpoints in the DRAM of its counterpart die of stage ``helper``, over the die-to-die links."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sender: int = Field(ge=0)
+    helper: int = Field(ge=0)
+    gb: float = Field(gt=0)
 
 
 class Plan(BaseModel):
     """Parallel degrees and schedule knobs (Megatron-LM vocabulary).
 
     ``recompute``: ``none``; ``selective`` (the attention core, Korthikanti et al. 2022); ``full`` (every
-    block's forward, keeping only its input). ``interleave`` is the number of model chunks per pipeline
+    block's forward, keeping only its input); or a list with one of these per pipeline stage. ``interleave`` is the number of model chunks per pipeline
     stage (1: plain 1F1B). ``zero``: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters sharded
     over data parallelism. ``strategy: weight-streaming`` keeps weights off-device (Cerebras).
-    Gradients are reduced in ``grad_reduce_dtype`` after the backward, or overlapped with it when
+    ``placement`` puts ranks on a mesh's dies (:mod:`watos.placement`; ``seed`` drives ``optimized``);
+    ``borrow`` lists Sender/Helper checkpoint storage. Gradients are reduced in ``grad_reduce_dtype`` after the backward, or overlapped with it when
     ``overlap_grad_reduce`` (defaults: fp32 main gradients, not overlapped, as Megatron-LM's
     data-parallel reduction of 2021-22).
     """
@@ -34,12 +47,15 @@ class Plan(BaseModel):
     zero: Literal[0, 1, 2, 3] = 0
     micro_batch: int = Field(default=1, gt=0)
     global_batch: int = Field(default=0, ge=0, description="sequences per step; 0 means dp·micro_batch")
-    recompute: Recompute = "none"
+    recompute: Recompute | tuple[Recompute, ...] = "none"  # one policy, or one per pipeline stage
     sequence_parallel: bool = False
     interleave: int = Field(default=1, gt=0)
     schedule: Schedule = "1f1b"
+    placement: Strategy = "row_major"
+    borrow: tuple[Borrow, ...] = ()
+    seed: int = 0
     overlap_grad_reduce: bool = False
-    grad_reduce_dtype: Literal["fp32", "bf16"] = "fp32"
+    grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     @property
     def devices(self) -> int:
@@ -67,12 +83,20 @@ def check_plan(plan: Plan, *, heads: int, kv_heads: int, layers: int, seq_len: i
         raise WatosError(f"plan: tp={plan.tp} and the {kv_heads} key/value heads do not divide each other")
     if plan.pp * plan.interleave > layers:
         raise WatosError(f"plan: pp·interleave = {plan.pp}·{plan.interleave} exceeds the {layers} blocks")
+    if not isinstance(plan.recompute, str) and len(plan.recompute) != plan.pp:
+        raise WatosError(f"plan: {len(plan.recompute)} per-stage recompute policies for pp={plan.pp} stages")
+    for b in plan.borrow:
+        if max(b.sender, b.helper) >= plan.pp or b.sender == b.helper:
+            raise WatosError(f"plan: borrow from stage {b.sender} into stage {b.helper} needs two different "
+                             f"stages below pp={plan.pp}")
     if seq_len % plan.cp:
         raise WatosError(f"plan: cp={plan.cp} does not divide the sequence length {seq_len}")
     per_replica = plan.dp * plan.micro_batch
     if plan.sequences_per_step % per_replica:
         raise WatosError(f"plan: global batch {plan.sequences_per_step} is not a multiple of "
                          f"dp·micro_batch = {per_replica}")
+    if plan.interleave > 1 and plan.pp == 1:
+        raise WatosError(f"plan: interleave={plan.interleave} needs pipeline stages (pp > 1)")
     if plan.interleave > 1 and plan.micro_batches % plan.pp:
         raise WatosError(f"plan: interleaving needs micro-batches ({plan.micro_batches}) to be a multiple of pp ({plan.pp})")
 

@@ -1,0 +1,137 @@
+"""Placement: which die of a 2D mesh each device rank runs on.
+
+Ranks follow Megatron's order, ``rank = t + g·(d + dp·p)`` for position t inside a TP·CP group of g
+ranks, data-parallel replica d and pipeline stage p; a *unit* is the group (d, p). Strategies:
+
+* ``row_major``: rank r on die r (row-major die order): Megatron's layout taken to a mesh, the baseline.
+  Stage p's replicas sit next to each other, so consecutive pipeline stages are dp units apart.
+* ``snake``: units in pipeline order (replica by replica, stage by stage) on consecutive runs of g dies
+  along a boustrophedon walk of the mesh: consecutive stages touch.
+* ``compact``: units in pipeline order on compact rectangles of g dies, themselves walked as a
+  boustrophedon, so a TP group's ring is a Hamiltonian cycle (every hop one link) and stages touch.
+* ``optimized``: ``compact`` refined by seeded pairwise swaps of units, minimising the WATOS placement
+  objective (the paper's §Strategy 4): Σ bytes · hops over the pipeline sends and the checkpoint transfers
+  between Sender/Helper stages, plus the bytes of every path that shares a link with a heavier one.
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Literal
+
+from .errors import WatosError
+from .network import route_xy
+
+Strategy = Literal["row_major", "snake", "compact", "optimized"]
+STRATEGIES: tuple[Strategy, ...] = ("row_major", "snake", "compact", "optimized")
+Coord = tuple[int, int]
+
+
+def place(strategy: Strategy, rows: int, cols: int, group: int, dp: int, pp: int, *,
+          pipeline_bytes: float = 1.0, pairs: Sequence[tuple[int, int, float]] = (), seed: int = 0,
+          swaps: int = 400) -> list[int]:
+    """The die (row-major index) of every rank. ``pairs``: (sender stage, helper stage, bytes) of
+    cross-die checkpoint traffic, which ``optimized`` pulls close together."""
+    units = dp * pp
+    if units * group > rows * cols:
+        raise WatosError(f"placement: the plan needs {units * group} dies, the mesh has {rows}x{cols} = {rows * cols}")
+    if strategy == "row_major":
+        return list(range(units * group))
+    slots = _rectangles(rows, cols, group, units) if strategy in ("compact", "optimized") else None
+    slots = slots or _runs(rows, cols, group)
+    order = list(range(units))  # unit u = d·pp + p sits on slot order[u]
+    if strategy == "optimized":
+        order = _optimise(order, slots, cols, group, dp, pp, pipeline_bytes, pairs, seed, swaps)
+    dies = [0] * (units * group)
+    for d in range(dp):
+        for p in range(pp):
+            for t, die in enumerate(slots[order[d * pp + p]]):
+                dies[t + group * (d + dp * p)] = die
+    return dies
+
+
+def objective(dies: Sequence[int], cols: int, group: int, dp: int, pp: int, pipeline_bytes: float = 1.0,
+              pairs: Sequence[tuple[int, int, float]] = ()) -> float:
+    """The placement objective of a rank → die map: Σ bytes · hops of every pipeline send (rank t of
+    stage p to rank t of stage p+1, each replica) and checkpoint transfer, plus, on every link, the
+    bytes of all but its heaviest path (a penalty where paths overlap)."""
+    def coord(d: int, p: int, t: int) -> Coord:
+        return divmod(dies[t + group * (d + dp * p)], cols)
+
+    flows = [(coord(d, p, t), coord(d, p + 1, t), pipeline_bytes)
+             for d in range(dp) for p in range(pp - 1) for t in range(group)]
+    flows += [(coord(d, s, t), coord(d, h, t), nbytes) for s, h, nbytes in pairs for d in range(dp) for t in range(group)]
+    distance = 0.0
+    on_link: dict[tuple, list[float]] = defaultdict(list)
+    for src, dst, nbytes in flows:
+        hops = route_xy(src, dst)
+        distance += nbytes * len(hops)
+        for link in hops:
+            on_link[link].append(nbytes)
+    overlap = sum(sum(b) - max(b) for b in on_link.values())
+    return distance + overlap
+
+
+def pipeline_hops(dies: Sequence[int], cols: int, group: int, dp: int, pp: int) -> float:
+    """Mean hops of a pipeline send (0 with one stage)."""
+    if pp < 2:
+        return 0.0
+    return objective(dies, cols, group, dp, pp) / (dp * (pp - 1) * group) if dp * group else 0.0
+
+
+def _snake(rows: int, cols: int) -> list[Coord]:
+    return [(r, c if r % 2 == 0 else cols - 1 - c) for r in range(rows) for c in range(cols)]
+
+
+def _runs(rows: int, cols: int, group: int) -> list[list[int]]:
+    """Consecutive runs of ``group`` dies along the boustrophedon walk."""
+    walk = [r * cols + c for r, c in _snake(rows, cols)]
+    return [walk[i:i + group] for i in range(0, len(walk) - group + 1, group)]
+
+
+def _rectangles(rows: int, cols: int, group: int, units: int) -> list[list[int]] | None:
+    """Disjoint a x b rectangles (a·b = group, as square as fits, a Hamiltonian cycle where a or b is
+    even) walked as a boustrophedon over the grid of rectangles; None when too few fit."""
+    shapes = sorted(((a, group // a) for a in range(1, group + 1) if group % a == 0),
+                    key=lambda s: (abs(s[0] - s[1]), s[0] % 2 and s[1] % 2, -s[1]))
+    for a, b in shapes:
+        if a > rows or b > cols or (rows // a) * (cols // b) < units:
+            continue
+        tiles = _snake(rows // a, cols // b)
+        return [[(ta * a + i) * cols + tb * b + j for i in range(a) for j in range(b)] for ta, tb in tiles]
+    return None
+
+
+def _optimise(order: list[int], slots: list[list[int]], cols: int, group: int, dp: int, pp: int,
+              pipeline_bytes: float, pairs, seed: int, swaps: int) -> list[int]:
+    """Seeded local search over unit → slot assignments (including free slots): keep a swap when
+    it lowers :func:`objective`."""
+    rng = random.Random(seed)
+    free = [s for s in range(len(slots)) if s not in set(order)]
+
+    def dies_of(assign: list[int]) -> list[int]:
+        dies = [0] * (dp * pp * group)
+        for d in range(dp):
+            for p in range(pp):
+                for t, die in enumerate(slots[assign[d * pp + p]]):
+                    dies[t + group * (d + dp * p)] = die
+        return dies
+
+    best = objective(dies_of(order), cols, group, dp, pp, pipeline_bytes, pairs)
+    for _ in range(swaps):
+        trial = list(order)
+        i = rng.randrange(len(trial))
+        if free and rng.random() < len(free) / (len(free) + len(trial)):
+            k = rng.randrange(len(free))
+            trial[i], free_slot = free[k], trial[i]
+        else:
+            j = rng.randrange(len(trial))
+            trial[i], trial[j] = trial[j], trial[i]
+            k = free_slot = None
+        score = objective(dies_of(trial), cols, group, dp, pp, pipeline_bytes, pairs)
+        if score < best:
+            best, order = score, trial
+            if k is not None:
+                free[k] = free_slot
+    return order
