@@ -50,10 +50,16 @@ def _trace_parser(sub: Any) -> None:
 
 def _run_trace(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    from .pass_manager import PassManager, PassTimings, default_pipeline, load_pass_file, make_pipeline
+    from . import load_model
+    from .pass_manager import (
+        PassManager,
+        PassTimings,
+        default_pipeline,
+        load_pass_file,
+        make_pipeline,
+    )
     from .printers import summary
     from .tracer import trace
-    from . import load_model
 
     for plugin in args.plugin:
         load_pass_file(plugin)
@@ -132,7 +138,8 @@ def _compile_parser(sub: Any) -> None:
     p.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help="ZeRO stage")
     p.add_argument("--micro-batch", type=int, help="sequences per micro-batch")
     p.add_argument("--global-batch", type=int, help="sequences per optimizer step")
-    p.add_argument("--recompute", choices=["none", "selective", "full"])
+    p.add_argument("--recompute", type=_recompute_flag, metavar="POLICY",
+                   help="none | selective | full, or one per pipeline stage separated by commas")
     p.add_argument("--sequence-parallel", action="store_true", default=None)
     p.add_argument("--interleave", type=int, help="model chunks per pipeline stage (interleaved 1F1B)")
     p.add_argument("--strategy", choices=["3d", "weight-streaming"])
@@ -143,17 +150,25 @@ def _compile_parser(sub: Any) -> None:
     p.set_defaults(run=_run_compile)
 
 
+def _recompute_flag(text: str) -> str | tuple[str, ...]:
+    policies = tuple(text.split(","))
+    unknown = [p for p in policies if p not in ("none", "selective", "full")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown recompute policy {unknown[0]!r} (none, selective, full)")
+    return policies[0] if len(policies) == 1 else policies
+
+
 _PLAN_FLAGS = ("tp", "pp", "dp", "cp", "zero", "micro_batch", "global_batch", "recompute", "sequence_parallel",
                "interleave", "strategy")
 
 
 def _run_compile(args: argparse.Namespace) -> int:
+    from . import load_model
     from .compile import attention_for, cost_plan, lower
     from .hardware import load_target
     from .pass_manager import PassManager, default_pipeline
     from .plan import check_plan, load_plan, make_plan
     from .tracer import trace
-    from . import load_model
 
     target = load_target(args.target)
     fields = load_plan(args.plan).model_dump() if args.plan else {}
@@ -262,6 +277,115 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "search", help="find the fastest training plan for a model on a target, with the baselines",
+        description="Search TP/PP/DP, sequence parallelism, ZeRO, micro-batch, interleaving, per-stage "
+                    "recomputation (GCMR), placement on the mesh and cross-die memory borrowing for MODEL "
+                    "on target T; report the best plan, the runners-up, what limited them, and the "
+                    "megatron, cerebras-ws and megatron-gpu baselines on the same problem.")
+    p.add_argument("model", metavar="MODEL", help="as for `watos trace`")
+    p.add_argument("--target", required=True, metavar="T", help="a shipped target (`watos targets`) or a YAML file")
+    p.add_argument("--seq", type=int, default=4096, metavar="N", help="sequence length (default 4096)")
+    p.add_argument("--global-batch", type=int, metavar="N", help="sequences per step (default 16 per device)")
+    p.add_argument("--devices", type=int, metavar="N", help="devices of a switched target (a mesh uses all its dies)")
+    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evolutionary refinement (default 0)")
+    p.add_argument("--out", metavar="DIR", help="write report.json, trace.json (Chrome/Perfetto) and mesh.png")
+    p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
+    p.set_defaults(run=_run_search)
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from .baselines import run_baselines
+    from .compile import cost_plan
+    from .hardware import load_target
+    from .report import build_report
+    from .search import make_problem, search
+
+    target = load_target(args.target)
+    if args.seq < 1 or (args.global_batch is not None and args.global_batch < 1):
+        raise WatosError("--seq and --global-batch must be positive")
+    problem = make_problem(args.model, target, seq=args.seq, global_batch=args.global_batch, dtype=args.dtype,
+                           devices=args.devices)
+    found = search(problem, seed=args.seed)
+    result = {"model": problem.traced(1).model.name, "target": target.name, "devices": problem.devices,
+              "global_batch": problem.global_batch, "seq": args.seq, **found, "baselines": run_baselines(problem)}
+    if args.out:
+        from .plan import make_plan
+        from .report_pictures import write_chrome_trace, write_mesh_png
+
+        plan = make_plan(found["best"]["plan"])
+        report = {**result, **build_report(cost_plan(problem.lowered(plan.micro_batch), target, plan,
+                                                       dtype=args.dtype), target, plan)}
+        with _staged_files(args.out) as staging:
+            (staging / "report.json").write_text(json.dumps(report, sort_keys=True, indent=1) + "\n")
+            write_chrome_trace(report, staging / "trace.json")
+            write_mesh_png(report, staging / "mesh.png")
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        _print_search(result)
+    return 0
+
+
+class _staged_files:
+    """Files written into a staging folder and moved into DIR together, only if all of them succeed."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory)
+
+    def __enter__(self) -> Path:
+        if self.directory.exists() and not self.directory.is_dir():
+            raise WatosError(f"--out {self.directory}: exists and is not a directory")
+        self.directory.resolve().parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=".watos-out-", dir=self.directory.resolve().parent))
+        return self.staging
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if kind is None:
+            self.directory.mkdir(exist_ok=True)
+            for new in self.staging.iterdir():
+                new.replace(self.directory / new.name)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _print_search(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"watos search {result['model']} on {result['target']}  ({result['devices']} devices, "
+                        f"global batch {result['global_batch']} x {result['seq']} tokens)")
+    for column in ("strategy", "plan", "tokens/s", "vs megatron", "MFU", "peak DRAM GB/die", "DRAM used",
+                   "compute busy", "limited by"):
+        table.add_column(column, justify="left" if column in ("strategy", "plan", "limited by") else "right")
+    megatron = result["baselines"].get("megatron", {}).get("tokens_per_s")
+    rows = [("WATOS best", result["best"])] + [(f"  runner-up {i + 1}", r) for i, r in enumerate(result["runners_up"])]
+    rows += [(name, r) for name, r in result["baselines"].items()]
+    for name, r in rows:
+        if "infeasible" in r:
+            table.add_row(name, r["infeasible"], *[""] * 7)
+            continue
+        table.add_row(name, _describe_plan(r["plan"]), f"{r['tokens_per_s']:,.0f}",
+                      f"{r['tokens_per_s'] / megatron:.2f}x" if megatron else "-", f"{r['mfu']:.1%}",
+                      f"{r['peak_dram_gb_per_die']:.1f}", f"{r['dram_utilisation']:.0%}", f"{r['compute_busy']:.0%}",
+                      r["limited_by"])
+    console = Console() if sys.stdout.isatty() else Console(width=240)
+    console.print(table)
+
+
+def _describe_plan(plan: dict[str, Any]) -> str:
+    if plan["strategy"] == "weight-streaming":
+        return f"weight streaming, dp {plan['dp']}, mb {plan['micro_batch']}, recompute {plan['recompute']}"
+    recompute = plan["recompute"] if isinstance(plan["recompute"], str) else "/".join(p[0] for p in plan["recompute"])
+    parts = [f"tp {plan['tp']} pp {plan['pp']} dp {plan['dp']} zero {plan['zero']} mb {plan['micro_batch']}"]
+    parts += ["sp"] if plan["sequence_parallel"] else []
+    parts += [f"v{plan['interleave']}"] if plan["interleave"] > 1 else []
+    parts += [f"rc {recompute}", plan["placement"]]
+    parts += [f"borrow {sum(b['gb'] for b in plan['borrow']):.0f} GB"] if plan["borrow"] else []
+    return " ".join(parts)
+
+
 def _targets_parser(sub: Any) -> None:
     p = sub.add_parser("targets", help="list the shipped hardware targets")
     p.set_defaults(run=_run_targets)
@@ -295,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     _trace_parser(sub)
     _compile_parser(sub)
     _validate_parser(sub)
+    _search_parser(sub)
     _models_parser(sub)
     _targets_parser(sub)
     return parser

@@ -1,0 +1,107 @@
+"""The strategies WATOS is compared with, on the same problem (docs/search.md states their rules).
+
+* ``megatron``: Megatron-LM's recommended strategy taken to the target as is: TP 8 (or the largest
+  power of two up to 8 dividing the heads), sequence parallelism with TP, the distributed optimizer
+  (ZeRO-1) with DP, the fewest pipeline stages that fit, plain 1F1B, one recompute policy for every stage
+  (the least recomputation that fits), row-major placement, no cross-die memory; the micro-batch size is
+  tuned (1, 2 or 4), as a Megatron user would.
+* ``cerebras-ws``: Cerebras weight streaming on the wafer: weights (and optimizer) off-wafer, streamed
+  in layer by layer through the wafer's I/O and broadcast to every die, gradients streamed out the same
+  way; activations stay on the dies; the dies are data parallel. Micro-batch and recomputation are
+  tuned (the largest micro-batch that fits amortises the stream best).
+* ``megatron-gpu``: ``megatron`` on 8 GPUs of an NVLink node (the target's GPU template, ``dgx-b200`` by
+  default) scaled to the wafer's total peak compute, DRAM capacity and DRAM bandwidth, as the paper
+  compares against 8 GPUs of equal peak.
+"""
+from __future__ import annotations
+
+import itertools
+
+from .hardware import Mesh2D, Target, WeightStreaming, load_target
+from .plan import Plan
+from .search import MICRO_BATCHES, Outcome, Problem, capacity, evaluate, summarise
+
+GPU_TEMPLATE = "dgx-b200"
+GPUS = 8
+
+
+def megatron(problem: Problem) -> Outcome | None:
+    """Megatron-LM's recommended plan (module docstring), or None when nothing fits."""
+    info = problem.info
+    tp = max(t for t in (1, 2, 4, 8) if info["heads"] % t == 0 and problem.devices % t == 0
+             and (info["kv_heads"] % t == 0 or t % info["kv_heads"] == 0))
+    for pp in (p for p in range(1, info["layers"] + 1) if problem.devices % (tp * p) == 0):
+        dp = problem.devices // (tp * pp)
+        if problem.global_batch % dp:
+            continue
+        for recompute in ("none", "selective", "full"):
+            fitting = []
+            for mb in MICRO_BATCHES:
+                plan = Plan(tp=tp, pp=pp, dp=dp, zero=1 if dp > 1 else 0, micro_batch=mb,
+                            global_batch=problem.global_batch, recompute=recompute, sequence_parallel=tp > 1)
+                if problem.global_batch % (dp * mb):
+                    continue
+                cost = evaluate(problem, plan)
+                if cost["fits"]:
+                    fitting.append(Outcome(plan, cost))
+            if fitting:
+                return min(fitting, key=lambda o: o.cost["step_time_s"])
+    return None
+
+
+def cerebras_ws(problem: Problem) -> Outcome | None:
+    """Weight streaming over the wafer's I/O with every die data parallel (module docstring)."""
+    mesh = problem.target.topology
+    if not isinstance(mesh, Mesh2D) or not mesh.io_bandwidth_gb_per_s:
+        return None
+    streamed = problem.target.model_copy(update={"weight_streaming": WeightStreaming(
+        capacity_tb=1e3, bandwidth_gb_per_s=mesh.io_bandwidth_gb_per_s)})
+    wafer = problem.on(streamed)
+    per_die = problem.global_batch // problem.devices
+    best = None
+    for mb, recompute in itertools.product(sorted({m for m in (*MICRO_BATCHES, per_die) if m and per_die % m == 0}),
+                                           ("none", "selective", "full")):
+        plan = Plan(strategy="weight-streaming", dp=problem.devices, micro_batch=mb,
+                    global_batch=problem.global_batch, recompute=recompute)
+        if problem.global_batch % problem.devices:
+            break
+        cost = evaluate(wafer, plan)
+        if cost["fits"] and (best is None or cost["step_time_s"] < best.cost["step_time_s"]):
+            best = Outcome(plan, cost)
+    return best
+
+
+def equal_peak_gpus(target: Target, template: str = GPU_TEMPLATE, gpus: int = GPUS) -> Target:
+    """``gpus`` GPUs of one NVLink node whose totals equal the wafer's peak compute, DRAM capacity and
+    DRAM bandwidth (the GPU template's network and efficiency)."""
+    base = load_target(template)
+    dies = target.topology.rows * target.topology.cols if isinstance(target.topology, Mesh2D) else gpus
+    d = target.device
+    device = base.device.model_copy(update={
+        "name": f"{base.device.name} x{dies / gpus:g} (equal to {target.name})",
+        "peak_tflops": {k: v * dies / gpus for k, v in d.peak_tflops.items()},
+        "dram_capacity_gb": d.dram_capacity_gb * dies / gpus,
+        "dram_bandwidth_gb_per_s": d.dram_bandwidth_gb_per_s * dies / gpus})
+    return base.model_copy(update={"name": f"{template}-equal-{target.name}", "device": device,
+                                   "description": f"{gpus} GPUs of {template} with {target.name}'s totals"})
+
+
+def megatron_gpu(problem: Problem, template: str = GPU_TEMPLATE) -> Outcome | None:
+    """``megatron`` on :func:`equal_peak_gpus` of the problem's target."""
+    return megatron(problem.on(equal_peak_gpus(problem.target, template), GPUS))
+
+
+BASELINES = {"megatron": megatron, "cerebras-ws": cerebras_ws, "megatron-gpu": megatron_gpu}
+
+
+def run_baselines(problem: Problem) -> dict[str, dict]:
+    """Every baseline's summary (``{"infeasible": reason}`` when nothing it allows fits)."""
+    results = {}
+    for name, baseline in BASELINES.items():
+        outcome = baseline(problem)
+        if outcome is None:
+            results[name] = {"infeasible": f"no plan it allows fits {capacity(problem.target) / 1e9:.0f} GB per device"}
+        else:
+            target = equal_peak_gpus(problem.target).name if name == "megatron-gpu" else problem.target.name
+            results[name] = {**summarise(outcome.plan, outcome.cost), "target": target}
+    return results

@@ -1,0 +1,330 @@
+"""Strategy search: the fastest plan for a model on a target (the WATOS method, §Strategy 1-5).
+
+1. *Central scheduler*: every (TP, PP, DP) that uses all devices and divides the heads and the batch;
+   shapes whose model states (weights, gradients, Adam states under the best ZeRO stage) overflow a
+   device are pruned before anything is timed.
+2. Each surviving shape is costed for every micro-batch size, sequence parallelism, ZeRO stage and
+   interleaving, once, on compact placement; the costing reports what every recompute policy would cost
+   each stage, and :func:`watos.gcmr.gcmr` chooses per-stage recomputation and Sender/Helper borrowing.
+3. The best candidates are costed exactly with their per-stage choices, on every placement strategy.
+4. An evolutionary refinement (seeded) mutates the best plans (a stage's policy, micro-batch, placement
+   seed) and keeps improvements.
+
+Where the whole space is small (:func:`space_size`), :func:`exhaustive` enumerates it instead; the test
+suite checks the search against it.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .compile import attention_for, cost_plan, lower
+from .errors import WatosError
+from .gcmr import gcmr
+from .hardware import Mesh2D, Target
+from .ir import Graph
+from .network import collective_time
+from .passes.recompute import POLICIES
+from .passes.schedule import ADAM_STATE_BYTES
+from .placement import STRATEGIES
+from .plan import Borrow, Plan, check_plan
+
+MICRO_BATCHES = (1, 2, 4)
+INTERLEAVES = (1, 2)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is being planned: a traced model (per micro-batch size), the target and the batch."""
+
+    traced: Callable[[int], Graph]  # micro-batch size → traced graph (cached by the caller)
+    target: Target
+    devices: int
+    global_batch: int
+    dtype: str = "bf16"
+
+    def lowered(self, micro_batch: int) -> Graph:
+        """The traced graph at ``micro_batch`` lowered for the target's fusion (cached)."""
+        return _lowered(self.traced, micro_batch, self.target.fusion)
+
+    def on(self, target: Target, devices: int | None = None) -> Problem:
+        """The same model and batch on another target."""
+        return Problem(self.traced, target, devices or self.devices, self.global_batch, self.dtype)
+
+    @functools.cached_property
+    def info(self) -> dict[str, int]:
+        graph = self.traced(1)
+        config = graph.model.config
+        heads = config.get("num_attention_heads") or config.get("n_head") or 1
+        return {"heads": heads, "kv_heads": config.get("num_key_value_heads") or heads,
+                "layers": max(graph.model.num_blocks, 1), "seq": graph.model.seq_len,
+                "parameters": graph.model.parameters}
+
+
+@functools.lru_cache(maxsize=32)
+def _lowered(traced: Callable[[int], Graph], micro_batch: int, fusion: str) -> Graph:
+    return lower(traced(micro_batch), fusion)
+
+
+def make_problem(source: Any, target: Target, *, seq: int, global_batch: int | None = None,
+                 dtype: str = "bf16", devices: int | None = None) -> Problem:
+    """A problem for a model source (anything :func:`watos.load_model` takes) on all of a target's devices
+    (a mesh's dies; ``devices`` for a switched target). Default batch: 16 sequences per device."""
+    import watos
+
+    if devices is None:
+        if not isinstance(target.topology, Mesh2D):
+            raise WatosError(f"target {target.name}: a switched target needs a device count")
+        devices = target.topology.rows * target.topology.cols
+    source = watos.load_model(source) if not isinstance(source, watos.ModelSource) else source
+    attention = attention_for(target.fusion)
+
+    @functools.cache
+    def traced(micro_batch: int) -> Graph:
+        return watos.trace(source, seq_len=seq, micro_batch=micro_batch, dtype=dtype, attention=attention)
+
+    return Problem(traced, target, devices, global_batch or 16 * devices, dtype)
+
+
+def evaluate(problem: Problem, plan: Plan) -> dict:
+    """The cost of one plan (``analyses["cost"]`` of the costing pipeline)."""
+    return cost_plan(problem.lowered(plan.micro_batch), problem.target, plan, dtype=problem.dtype).analyses["cost"]
+
+
+def shapes(problem: Problem) -> Iterator[tuple[int, int, int]]:
+    """(tp, pp, dp) using every device, tp dividing the heads, pp at most the blocks, dp the batch."""
+    info = problem.info
+    for tp in _divisors(problem.devices):
+        if info["heads"] % tp or (info["kv_heads"] % tp and tp % info["kv_heads"]):
+            continue
+        for pp in _divisors(problem.devices // tp):
+            dp = problem.devices // (tp * pp)
+            if pp <= info["layers"] and problem.global_batch % dp == 0:
+                yield tp, pp, dp
+
+
+def model_state_bytes(problem: Problem, tp: int, pp: int, dp: int, zero: int) -> float:
+    """Weights, gradients and Adam states per device of an average stage (a lower bound on memory)."""
+    per_device = problem.info["parameters"] / (tp * pp)
+    return per_device * (2 / (dp if zero >= 3 else 1) + 2 / (dp if zero >= 2 else 1)
+                         + ADAM_STATE_BYTES / (dp if zero >= 1 else 1))
+
+
+def capacity(target: Target) -> float:
+    return target.device.dram_capacity_gb * 1e9 + target.device.sram_capacity_mb * 1e6
+
+
+def candidate_plans(problem: Problem, tp: int, pp: int, dp: int, placement: str) -> Iterator[Plan]:
+    """Every knob combination of one shape that divides: ZeRO (1 when data parallel, 3 when that is
+    what fits), micro-batch, sequence parallelism, interleaving; recompute ``none`` (GCMR decides)."""
+    zeros = [0] if dp == 1 else [1] + ([3] if model_state_bytes(problem, tp, pp, dp, 1) > capacity(problem.target) else [])
+    for zero, mb, sp, v in itertools.product(zeros, MICRO_BATCHES, (False, True) if tp > 1 else (False,), INTERLEAVES):
+        plan = Plan(tp=tp, pp=pp, dp=dp, zero=zero, micro_batch=mb, global_batch=problem.global_batch,
+                    sequence_parallel=sp, interleave=v, placement=placement)
+        try:
+            check_plan(plan, heads=problem.info["heads"], kv_heads=problem.info["kv_heads"],
+                       layers=problem.info["layers"], seq_len=problem.info["seq"], devices=problem.devices)
+        except WatosError:
+            continue
+        yield plan
+
+
+def with_gcmr(problem: Problem, plan: Plan, cost: dict) -> Plan | None:
+    """The plan with GCMR's per-stage recompute and borrowing (None: nothing fits)."""
+    stages = cost["stages"]
+    transfer = _transfer(problem, plan) if isinstance(problem.target.topology, Mesh2D) and plan.pp > 1 else None
+    choice = gcmr(stages, capacity(problem.target), plan.micro_batches, plan.interleave, transfer)
+    if choice is None:
+        return None
+    policies = choice.policies[0] if len(set(choice.policies)) == 1 else choice.policies
+    borrow = tuple(Borrow(sender=s, helper=h, gb=b / 1e9) for s, h, b in choice.borrow)
+    return plan.model_copy(update={"recompute": policies, "borrow": borrow})
+
+
+def _transfer(problem: Problem, plan: Plan) -> Callable[[int, int, float], float]:
+    """Seconds per micro-batch for a Sender's borrowed checkpoints, as the schedule pass prices them
+    (on compact placement: the final placement is optimised for the pairs afterwards)."""
+    from .passes.shard import parallel_groups
+    from .placement import place
+
+    mesh = problem.target.topology
+    group = plan.tp * plan.cp
+    dies = place("compact", mesh.rows, mesh.cols, group, plan.dp, plan.pp)
+    pipelines = parallel_groups(plan.tp, plan.cp, plan.dp, plan.pp)["pp"]
+    dram = problem.target.device.dram_bandwidth_gb_per_s * 1e9 * problem.target.device.efficiency.memory
+    in_flight = {s: min(plan.micro_batches, plan.pp - s) for s in range(plan.pp)}
+
+    @functools.cache
+    def seconds(sender: int, helper: int, nbytes: float) -> float:
+        traffic = 2 * nbytes / in_flight[sender]
+        pairs = [[g[sender], g[helper]] for g in pipelines]
+        return max(collective_time(problem.target, "p2p", traffic, pairs, dies), traffic / dram)
+
+    return seconds
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    cost: dict
+
+
+def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int = 3) -> dict:
+    """The best plan, runners-up, and why the others lost (see module docstring)."""
+    mesh = isinstance(problem.target.topology, Mesh2D)
+    rejected: list[dict] = []
+    screened: list[tuple[float, Plan]] = []
+    for tp, pp, dp in shapes(problem):
+        states = min(model_state_bytes(problem, tp, pp, dp, z) for z in ((0,) if dp == 1 else (1, 3)))
+        if states > capacity(problem.target):
+            rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp},
+                             "limited_by": f"memory: model states need {states / 1e9:.1f} GB/device, "
+                                           f"has {capacity(problem.target) / 1e9:.1f}"})
+            continue
+        for plan in candidate_plans(problem, tp, pp, dp, "compact" if mesh else "row_major"):
+            chosen = with_gcmr(problem, plan, evaluate(problem, plan))
+            if chosen is None:
+                rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp}, "plan": _plan_json(plan),
+                                 "limited_by": "memory: no recompute/borrowing choice fits"})
+                continue
+            screened.append((evaluate(problem, chosen)["step_time_s"], chosen))
+    if not screened:
+        raise WatosError(f"no plan fits {problem.target.name}: " + (rejected[0]["limited_by"] if rejected else "no shape divides"))
+    screened.sort(key=lambda e: (e[0], _plan_key(e[1])))
+    exact = _exact(problem, [p for _, p in screened[:keep]], mesh)
+    outcomes = _distinct(exact + _refine(problem, exact, seed, generations, keep), _config_key)
+    best, runners = outcomes[0], outcomes[1:keep]
+    return {"best": summarise(best.plan, best.cost),
+            "runners_up": [summarise(o.plan, o.cost) for o in runners],
+            "rejected": rejected, "evaluated": len(screened)}
+
+
+def _exact(problem: Problem, plans: list[Plan], mesh: bool) -> list[Outcome]:
+    """Each plan on every placement strategy (a mesh), optimised placement seeded by the plan's seed."""
+    outcomes = []
+    for plan in plans:
+        for strategy in (STRATEGIES if mesh else ("row_major",)):
+            candidate = plan.model_copy(update={"placement": strategy})
+            cost = evaluate(problem, candidate)
+            if cost["fits"]:
+                outcomes.append(Outcome(candidate, cost))
+    return sorted(outcomes, key=lambda o: (o.cost["step_time_s"], _plan_key(o.plan)))
+
+
+def _refine(problem: Problem, outcomes: list[Outcome], seed: int, generations: int, keep: int) -> list[Outcome]:
+    """Seeded evolutionary refinement: mutate the population, keep the fittest distinct plans."""
+    rng = random.Random(seed)
+    population = _distinct(outcomes)[:keep]
+    for _ in range(generations):
+        children = []
+        for parent in population:
+            child = _mutate(problem, parent.plan, rng)
+            if child is None:
+                continue
+            cost = evaluate(problem, child)
+            if cost["fits"]:
+                children.append(Outcome(child, cost))
+        population = _distinct(population + children)[:keep]
+    return population
+
+
+def _mutate(problem: Problem, plan: Plan, rng: random.Random) -> Plan | None:
+    """One random change: a stage's recompute policy, the placement seed, or the micro-batch size."""
+    move = rng.choice(("policy", "seed", "micro_batch"))
+    if move == "policy":
+        policies = list(plan.recompute) if not isinstance(plan.recompute, str) else [plan.recompute] * plan.pp
+        stage = rng.randrange(plan.pp)
+        policies[stage] = rng.choice([p for p in POLICIES if p != policies[stage]])
+        update = {"recompute": policies[0] if len(set(policies)) == 1 else tuple(policies)}
+    elif move == "seed":
+        update = {"seed": plan.seed + 1 + rng.randrange(100), "placement": "optimized"}
+    else:
+        update = {"micro_batch": rng.choice([m for m in MICRO_BATCHES if m != plan.micro_batch])}
+    child = plan.model_copy(update=update)
+    try:
+        check_plan(child, heads=problem.info["heads"], kv_heads=problem.info["kv_heads"],
+                   layers=problem.info["layers"], seq_len=problem.info["seq"], devices=problem.devices)
+    except WatosError:
+        return None
+    return child
+
+
+def _distinct(outcomes: list[Outcome], key: Callable[[Plan], Any] | None = None) -> list[Outcome]:
+    """Fastest first, one outcome per ``key`` (default: per plan)."""
+    key = key or _plan_key
+    seen, result = set(), []
+    for o in sorted(outcomes, key=lambda o: (o.cost["step_time_s"], _plan_key(o.plan))):
+        if key(o.plan) not in seen:
+            seen.add(key(o.plan))
+            result.append(o)
+    return result
+
+
+def _config_key(plan: Plan) -> tuple:
+    """A plan's parallel configuration, whatever its placement."""
+    return (plan.tp, plan.pp, plan.dp, plan.zero, plan.micro_batch, plan.sequence_parallel, plan.interleave,
+            str(plan.recompute))
+
+
+def space_size(problem: Problem) -> int:
+    """Plans :func:`exhaustive` would enumerate."""
+    return sum(1 for _ in _every_plan(problem))
+
+
+def exhaustive(problem: Problem) -> Outcome:
+    """The best of every plan: each shape, knob, per-stage recompute policy and placement strategy
+    (no borrowing); for checking the search on small spaces."""
+    best = None
+    for plan in _every_plan(problem):
+        cost = evaluate(problem, plan)
+        if cost["fits"] and (best is None or cost["step_time_s"] < best.cost["step_time_s"]):
+            best = Outcome(plan, cost)
+    if best is None:
+        raise WatosError(f"no plan fits {problem.target.name}")
+    return best
+
+
+def _every_plan(problem: Problem) -> Iterator[Plan]:
+    mesh = isinstance(problem.target.topology, Mesh2D)
+    for tp, pp, dp in shapes(problem):
+        for base in candidate_plans(problem, tp, pp, dp, "row_major"):
+            for policies in itertools.product(POLICIES, repeat=pp):
+                for strategy in (STRATEGIES if mesh else ("row_major",)):
+                    yield base.model_copy(update={"recompute": policies[0] if len(set(policies)) == 1 else policies,
+                                                  "placement": strategy})
+
+
+def summarise(plan: Plan, cost: dict) -> dict:
+    """The figures a report shows for one plan."""
+    stages = cost["stages"]
+    busy = cost["breakdown_s"]["compute"] + cost["breakdown_s"]["recompute"]
+    return {"plan": _plan_json(plan), "tokens_per_s": cost["tokens_per_s"], "step_time_s": cost["step_time_s"],
+            "mfu": cost["mfu"], "peak_dram_gb_per_die": cost["peak_memory_bytes_per_device"] / 1e9,
+            "dram_utilisation": sum(st["memory"]["total_bytes"] for st in stages)
+            / (len(stages) * cost["memory_capacity_bytes_per_device"]),
+            "compute_busy": busy / cost["step_time_s"], "limited_by": limited_by(cost)}
+
+
+def limited_by(cost: dict) -> str:
+    """What holds a plan back most: the largest share of its step that is not compute."""
+    parts = {k: v for k, v in cost["breakdown_s"].items() if k not in ("compute",)}
+    name, seconds = max(sorted(parts.items()), key=lambda kv: kv[1])
+    labels = {"bubble": "pipeline bubble", "recompute": "recomputation", "tp_comm": "TP communication (a hot link)",
+              "pp_comm": "pipeline sends", "dp_exposed": "data-parallel gradient reduction", "optimizer": "optimizer"}
+    return f"{labels.get(name, name)}: {seconds / cost['step_time_s']:.0%} of the step"
+
+
+def _plan_json(plan: Plan) -> dict:
+    return plan.model_dump(mode="json")
+
+
+def _plan_key(plan: Plan) -> str:
+    return plan.model_dump_json()
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
