@@ -19,16 +19,20 @@ import time
 GOALS = {"llama3-70b": (8.0, 2.0), "llama3.1-405b": (30.0, None)}
 
 
-def run_once(model: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of one `watos trace` process."""
+def run_watos(*argv: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of one `watos ARGV...` process."""
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "watos", "trace", model, "--seq", "4096",
-                              "--micro-batch", "1", "--json"], stdout=subprocess.DEVNULL)
+    child = subprocess.Popen([sys.executable, "-m", "watos", *argv], stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"watos trace {model} failed")
+        raise SystemExit(f"watos {' '.join(argv)} failed")
     return wall, usage.ru_maxrss / 1e6  # ru_maxrss is in KB on Linux
+
+
+def run_once(model: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of one `watos trace` process."""
+    return run_watos("trace", model, "--seq", "4096", "--micro-batch", "1", "--json")
 
 
 def main() -> None:

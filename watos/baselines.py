@@ -19,7 +19,7 @@ import itertools
 
 from .hardware import Mesh2D, Target, WeightStreaming, load_target
 from .plan import Plan
-from .search import MICRO_BATCHES, Outcome, Problem, capacity, evaluate, summarise
+from .search import Outcome, Problem, capacity, evaluate, summarise
 
 GPU_TEMPLATE = "dgx-b200"
 GPUS = 8
@@ -36,7 +36,7 @@ def megatron(problem: Problem) -> Outcome | None:
             continue
         for recompute in ("none", "selective", "full"):
             fitting = []
-            for mb in MICRO_BATCHES:
+            for mb in problem.micro_batches:
                 plan = Plan(tp=tp, pp=pp, dp=dp, zero=1 if dp > 1 else 0, micro_batch=mb,
                             global_batch=problem.global_batch, recompute=recompute, sequence_parallel=tp > 1)
                 if problem.global_batch % (dp * mb):
@@ -59,7 +59,7 @@ def cerebras_ws(problem: Problem) -> Outcome | None:
     wafer = problem.on(streamed)
     per_die = problem.global_batch // problem.devices
     best = None
-    for mb, recompute in itertools.product(sorted({m for m in (*MICRO_BATCHES, per_die) if m and per_die % m == 0}),
+    for mb, recompute in itertools.product(sorted({m for m in (*problem.micro_batches, per_die) if m and per_die % m == 0}),
                                            ("none", "selective", "full")):
         plan = Plan(strategy="weight-streaming", dp=problem.devices, micro_batch=mb,
                     global_batch=problem.global_batch, recompute=recompute)

@@ -8,7 +8,8 @@ ranks, data-parallel replica d and pipeline stage p; a *unit* is the group (d, p
 * ``snake``: units in pipeline order (replica by replica, stage by stage) on consecutive runs of g dies
   along a boustrophedon walk of the mesh: consecutive stages touch.
 * ``compact``: units in pipeline order on compact rectangles of g dies, themselves walked as a
-  boustrophedon, so a TP group's ring is a Hamiltonian cycle (every hop one link) and stages touch.
+  boustrophedon, so a TP group's ring is a Hamiltonian cycle (every hop one link) and stages touch
+  (rows below the last band of full rectangles hold flatter ones).
 * ``optimized``: ``compact`` refined by seeded pairwise swaps of units, minimising the WATOS placement
   objective (the paper's §Strategy 4): Σ bytes · hops over the pipeline sends and the checkpoint transfers
   between Sender/Helper stages, plus the bytes of every path that shares a link with a heavier one.
@@ -91,15 +92,26 @@ def _runs(rows: int, cols: int, group: int) -> list[list[int]]:
 
 
 def _rectangles(rows: int, cols: int, group: int, units: int) -> list[list[int]] | None:
-    """Disjoint a x b rectangles (a·b = group, as square as fits, a Hamiltonian cycle where a or b is
-    even) walked as a boustrophedon over the grid of rectangles; None when too few fit."""
+    """Disjoint rectangles of ``group`` dies, as square as fits (a x b, a Hamiltonian cycle where a or b
+    is even), laid in bands of a rows walked as a boustrophedon; rows left below the last full band hold
+    flatter rectangles. None when fewer than ``units`` fit."""
     shapes = sorted(((a, group // a) for a in range(1, group + 1) if group % a == 0),
                     key=lambda s: (abs(s[0] - s[1]), s[0] % 2 and s[1] % 2, -s[1]))
     for a, b in shapes:
-        if a > rows or b > cols or (rows // a) * (cols // b) < units:
+        if a > rows or b > cols:
             continue
-        tiles = _snake(rows // a, cols // b)
-        return [[(ta * a + i) * cols + tb * b + j for i in range(a) for j in range(b)] for ta, tb in tiles]
+        bands = [(top, a, b) for top in range(0, rows - rows % a, a)]
+        left = rows % a
+        flat = next(((h, group // h) for h in range(left, 0, -1) if group % h == 0 and group // h <= cols), None)
+        if flat:
+            bands.append((rows - left, *flat))
+        slots = []
+        for index, (top, height, width) in enumerate(bands):
+            starts = list(range(0, cols - cols % width, width))
+            for left_col in (starts if index % 2 == 0 else starts[::-1]):
+                slots.append([(top + i) * cols + left_col + j for i in range(height) for j in range(width)])
+        if len(slots) >= units:
+            return slots
     return None
 
 

@@ -15,6 +15,7 @@ suite checks the search against it.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import random
@@ -46,6 +47,8 @@ class Problem:
     devices: int
     global_batch: int
     dtype: str = "bf16"
+    micro_batches: tuple[int, ...] = MICRO_BATCHES  # sizes tried
+    interleaves: tuple[int, ...] = INTERLEAVES  # model chunks per stage tried
 
     def lowered(self, micro_batch: int) -> Graph:
         """The traced graph at ``micro_batch`` lowered for the target's fusion (cached)."""
@@ -53,7 +56,7 @@ class Problem:
 
     def on(self, target: Target, devices: int | None = None) -> Problem:
         """The same model and batch on another target."""
-        return Problem(self.traced, target, devices or self.devices, self.global_batch, self.dtype)
+        return dataclasses.replace(self, target=target, devices=devices or self.devices)
 
     @functools.cached_property
     def info(self) -> dict[str, int]:
@@ -122,7 +125,8 @@ def candidate_plans(problem: Problem, tp: int, pp: int, dp: int, placement: str)
     """Every knob combination of one shape that divides: ZeRO (1 when data parallel, 3 when that is
     what fits), micro-batch, sequence parallelism, interleaving; recompute ``none`` (GCMR decides)."""
     zeros = [0] if dp == 1 else [1] + ([3] if model_state_bytes(problem, tp, pp, dp, 1) > capacity(problem.target) else [])
-    for zero, mb, sp, v in itertools.product(zeros, MICRO_BATCHES, (False, True) if tp > 1 else (False,), INTERLEAVES):
+    for zero, mb, sp, v in itertools.product(zeros, problem.micro_batches, (False, True) if tp > 1 else (False,),
+                                             problem.interleaves):
         plan = Plan(tp=tp, pp=pp, dp=dp, zero=zero, micro_batch=mb, global_batch=problem.global_batch,
                     sequence_parallel=sp, interleave=v, placement=placement)
         try:
@@ -182,8 +186,8 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
         states = min(model_state_bytes(problem, tp, pp, dp, z) for z in ((0,) if dp == 1 else (1, 3)))
         if states > capacity(problem.target):
             rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp},
-                             "limited_by": f"memory: model states need {states / 1e9:.1f} GB/device, "
-                                           f"has {capacity(problem.target) / 1e9:.1f}"})
+                             "limited_by": f"memory: model states need {states / 1e9:.3g} GB/device, "
+                                           f"has {capacity(problem.target) / 1e9:.3g}"})
             continue
         for plan in candidate_plans(problem, tp, pp, dp, "compact" if mesh else "row_major"):
             chosen = with_gcmr(problem, plan, evaluate(problem, plan))
@@ -243,7 +247,7 @@ def _mutate(problem: Problem, plan: Plan, rng: random.Random) -> Plan | None:
     elif move == "seed":
         update = {"seed": plan.seed + 1 + rng.randrange(100), "placement": "optimized"}
     else:
-        update = {"micro_batch": rng.choice([m for m in MICRO_BATCHES if m != plan.micro_batch])}
+        update = {"micro_batch": rng.choice([m for m in problem.micro_batches if m != plan.micro_batch] or [plan.micro_batch])}
     child = plan.model_copy(update=update)
     try:
         check_plan(child, heads=problem.info["heads"], kv_heads=problem.info["kv_heads"],

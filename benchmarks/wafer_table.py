@@ -1,0 +1,67 @@
+"""The docs/search.md comparison: WATOS's search against the megatron, cerebras-ws and megatron-gpu
+baselines for three models on the four WATOS wafer configurations (the paper's Figure-style comparison).
+
+    python benchmarks/wafer_table.py [--models llama-30b,llama3-70b,gpt3-175b] [--json]
+
+Prints a Markdown table (tokens/s, ratios, per-die DRAM use and compute busy) and the geometric and
+arithmetic means of the speedups.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from watos.baselines import run_baselines
+from watos.hardware import load_target
+from watos.search import make_problem, search
+
+SEQ = {"llama-30b": 2048, "llama3-70b": 4096, "gpt3-175b": 2048}
+TARGETS = ("watos-config1", "watos-config2", "watos-config3", "watos-config4")
+
+
+def rows(models: list[str]) -> list[dict]:
+    result = []
+    for model in models:
+        for name in TARGETS:
+            problem = make_problem(model, load_target(name), seq=SEQ.get(model, 2048))
+            found = search(problem)
+            result.append({"model": model, "target": name, "best": found["best"], **run_baselines(problem)})
+    return result
+
+
+def _speed(entry: dict) -> float | None:
+    return entry.get("tokens_per_s")
+
+
+def markdown(table: list[dict]) -> str:
+    lines = ["| model | wafer | WATOS tok/s | megatron | cerebras-ws | megatron-gpu | vs megatron | vs cerebras-ws "
+             "| vs megatron-gpu | DRAM used WATOS / megatron | compute busy WATOS / megatron |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in table:
+        best = r["best"]["tokens_per_s"]
+        cells = [f"{_speed(r[k]):,.0f}" if _speed(r[k]) else "does not fit" for k in ("megatron", "cerebras-ws", "megatron-gpu")]
+        ratios = [f"{best / _speed(r[k]):.2f}x" if _speed(r[k]) else "-" for k in ("megatron", "cerebras-ws", "megatron-gpu")]
+        mega = r["megatron"]
+        lines.append(f"| {r['model']} | {r['target']} | {best:,.0f} | " + " | ".join(cells + ratios)
+                     + f" | {r['best']['dram_utilisation']:.0%} / {mega.get('dram_utilisation', 0):.0%}"
+                     + f" | {r['best']['compute_busy']:.0%} / {mega.get('compute_busy', 0):.0%} |")
+    for k in ("megatron", "cerebras-ws", "megatron-gpu"):
+        ratios = [r["best"]["tokens_per_s"] / _speed(r[k]) for r in table if _speed(r[k])]
+        if ratios:
+            lines.append(f"\nvs {k}: mean {sum(ratios) / len(ratios):.2f}x, geometric mean "
+                         f"{math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}x over {len(ratios)} pairs")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(SEQ))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    table = rows(args.models.split(","))
+    print(json.dumps(table, sort_keys=True) if args.json else markdown(table))
+
+
+if __name__ == "__main__":
+    main()
