@@ -54,6 +54,9 @@ class Schedule(Pass):
         overlap_grad_reduce: bool = True
         dtype: str = "bf16"
         borrow: tuple[tuple[int, int, float], ...] = ()  # (sender stage, helper stage, bytes per die)
+        # Bytes per parameter and micro-batch of adding the 16-bit weight gradient into the main gradient
+        # (Megatron-LM's ``main_grad.add_``); 0 when the weight-gradient GEMM accumulates in place.
+        grad_accumulation_bytes: float = 0.0
 
     def run(self, graph: Graph) -> None:
         if self.config.strategy == "weight-streaming":
@@ -78,13 +81,17 @@ class Schedule(Pass):
         def stage_sum(s: int, key: str) -> float:
             return sum(part(w, key) * n for w, n in _stage_segments(pipe, s, c.pp))
 
-        def stage_time(s: int, policy: str) -> float:
-            """One micro-batch through stage s: its compute, recompute and exposed TP/CP communication."""
-            return sum(stage_sum(s, k) for k in ("fwd", "bwd", f"recompute:{policy}", "tp_comm_fwd", "tp_comm_bwd",
-                                                 "cp_comm_fwd", "cp_comm_bwd")) + (2 * c.interleave * p2p if c.pp > 1 else 0)
-
         sizes = _parameter_sizes(graph, c.tp)
         memory = [_memory(graph, _stage_segments(pipe, s, c.pp), s, c, sizes) for s in range(c.pp)]
+        dram = c.target.device.dram_bandwidth_gb_per_s * 1e9 * c.target.device.efficiency.memory
+
+        def stage_time(s: int, policy: str) -> float:
+            """One micro-batch through stage s: its compute, recompute, exposed TP/CP communication, pipeline
+            sends and gradient accumulation."""
+            return (sum(stage_sum(s, k) for k in ("fwd", "bwd", f"recompute:{policy}", "tp_comm_fwd", "tp_comm_bwd",
+                                                  "cp_comm_fwd", "cp_comm_bwd"))
+                    + (2 * c.interleave * p2p if c.pp > 1 else 0)
+                    + c.grad_accumulation_bytes * memory[s]["parameters"] / dram)
         borrowed = _borrowing(graph, c, memory, dies)
         stages = []
         for s in range(c.pp):

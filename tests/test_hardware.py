@@ -1,4 +1,6 @@
 """Hardware targets: every shipped target loads; bad files give one line naming the file and field."""
+from pathlib import Path
+
 import pytest
 
 from watos.cli import main
@@ -57,3 +59,16 @@ def test_bad_target_on_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "bad.yaml" in err and "dram_bandwidth_gb_per_s" in err and err.count("\n") == 1
     assert main(["compile", "gpt2", "--target", "no-such-target"]) == 2
+
+
+def test_a_target_can_borrow_calibrated_efficiencies(tmp_path):
+    borrowed = load_target("watos-config3").device.efficiency
+    assert borrowed == load_target("dgx-a100-80g").device.efficiency
+    text = (Path(__file__).parent.parent / "hw_targets" / "watos-config3.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("{from: dgx-a100-80g}", "{from: dgx-a100-80g, memory: 0.5}"))
+    with pytest.raises(WatosError, match="device.efficiency: 'from' cannot be combined"):
+        load_target(str(bad))
+    bad.write_text(text.replace("{from: dgx-a100-80g}", "{from: no-such-target}"))
+    with pytest.raises(WatosError, match="unknown target 'no-such-target'"):
+        load_target(str(bad))

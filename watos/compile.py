@@ -41,7 +41,10 @@ def costing_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass
                  micro_batches=plan.micro_batches, sequences_per_step=plan.sequences_per_step,
                  interleave=plan.interleave, kind="interleaved" if plan.interleave > 1 else plan.schedule,
                  overlap_grad_reduce=plan.overlap_grad_reduce, dtype=dtype, strategy=plan.strategy,
-                 borrow=tuple((b.sender, b.helper, b.gb * 1e9) for b in plan.borrow)),
+                 borrow=tuple((b.sender, b.helper, b.gb * 1e9) for b in plan.borrow),
+                 # main_grad += grad: read the 16-bit gradient and the main gradient, write the latter
+                 grad_accumulation_bytes=0 if plan.grad_accumulation == "fused"
+                 else DTYPE_BYTES[dtype] + 2 * DTYPE_BYTES[plan.grad_reduce_dtype]),
     ]
 
 

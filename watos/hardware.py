@@ -146,8 +146,18 @@ def load_target(spec: str | Path) -> Target:
 
 
 def parse_target(text: str, where: str) -> Target:
-    """Validate YAML text as a :class:`Target`."""
+    """Validate YAML text as a :class:`Target`. ``efficiency: {from: NAME}`` takes the efficiency
+    parameters of another target (one calibrated on measured runs), so a recalibration reaches every
+    target that borrows it."""
     data = parse_yaml_mapping(text, where, "a target")
+    device = data.get("device")
+    borrowed = device.get("efficiency") if isinstance(device, dict) else None
+    if isinstance(borrowed, dict) and "from" in borrowed:
+        if set(borrowed) != {"from"}:
+            raise WatosError(f"{where}: device.efficiency: 'from' cannot be combined with other fields")
+        if borrowed["from"] == data.get("name"):
+            raise WatosError(f"{where}: device.efficiency: a target cannot borrow from itself")
+        data["device"] = {**device, "efficiency": load_target(str(borrowed["from"])).device.efficiency.model_dump()}
     try:
         return Target(**data)
     except ValidationError as exc:

@@ -28,13 +28,18 @@ class Plan(BaseModel):
     """Parallel degrees and schedule knobs (Megatron-LM vocabulary).
 
     ``recompute``: ``none``; ``selective`` (the attention core, Korthikanti et al. 2022); ``full`` (every
-    block's forward, keeping only its input); or a list with one of these per pipeline stage. ``interleave`` is the number of model chunks per pipeline
-    stage (1: plain 1F1B). ``zero``: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters sharded
-    over data parallelism. ``strategy: weight-streaming`` keeps weights off-device (Cerebras).
-    ``placement`` puts ranks on a mesh's dies (:mod:`watos.placement`; ``seed`` drives ``optimized``);
-    ``borrow`` lists Sender/Helper checkpoint storage. Gradients are reduced in ``grad_reduce_dtype`` after the backward, or overlapped with it when
-    ``overlap_grad_reduce`` (defaults: fp32 main gradients, not overlapped, as Megatron-LM's
-    data-parallel reduction of 2021-22).
+    block's forward, keeping only its input); or a list with one of these per pipeline stage.
+    ``interleave`` is the number of model chunks per pipeline stage (1: plain 1F1B). ``zero``: 0 none,
+    1 optimizer states, 2 + gradients, 3 + parameters sharded over data parallelism. ``strategy:
+    weight-streaming`` keeps weights off-device (Cerebras). ``placement`` puts ranks on a mesh's dies
+    (:mod:`watos.placement`; ``seed`` drives ``optimized``); ``borrow`` lists Sender/Helper checkpoint
+    storage.
+
+    Gradients are accumulated over micro-batches in a main-gradient buffer of ``grad_reduce_dtype``
+    (default fp32: Megatron-LM's ``accumulate_allreduce_grads_in_fp32``, which bf16 training forces;
+    Megatron's fp16 default keeps 16-bit gradients), inside the weight-gradient GEMM (``fused``,
+    Megatron's gradient-accumulation fusion) or by an add after every backward (``unfused``, its local
+    DDP of 2021), and reduced after the backward, or overlapped with it when ``overlap_grad_reduce``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -56,6 +61,7 @@ class Plan(BaseModel):
     seed: int = 0
     overlap_grad_reduce: bool = False
     grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_accumulation: Literal["unfused", "fused"] = "fused"
 
     @property
     def devices(self) -> int:
