@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 
 from watos.baselines import run_baselines
+from watos.errors import WatosError
 from watos.hardware import load_target
 from watos.search import make_problem, search
 
@@ -25,8 +27,12 @@ def rows(models: list[str]) -> list[dict]:
     for model in models:
         for name in TARGETS:
             problem = make_problem(model, load_target(name), seq=SEQ.get(model, 2048))
-            found = search(problem)
-            result.append({"model": model, "target": name, "best": found["best"], **run_baselines(problem)})
+            try:
+                best = search(problem)["best"]
+            except WatosError as exc:  # an infeasible design is a row of the table
+                best = {"infeasible": str(exc)}
+            result.append({"model": model, "target": name, "best": best, **run_baselines(problem)})
+            print(f"{model} on {name}: {best.get('tokens_per_s', best.get('infeasible'))}", file=sys.stderr, flush=True)
     return result
 
 
@@ -39,6 +45,9 @@ def markdown(table: list[dict]) -> str:
              "| vs megatron-gpu | DRAM used WATOS / megatron | compute busy WATOS / megatron |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in table:
+        if "infeasible" in r["best"]:
+            lines.append(f"| {r['model']} | {r['target']} | {r['best']['infeasible']} |" + " |" * 8)
+            continue
         best = r["best"]["tokens_per_s"]
         cells = [f"{_speed(r[k]):,.0f}" if _speed(r[k]) else "does not fit" for k in ("megatron", "cerebras-ws", "megatron-gpu")]
         ratios = [f"{best / _speed(r[k]):.2f}x" if _speed(r[k]) else "-" for k in ("megatron", "cerebras-ws", "megatron-gpu")]
@@ -47,7 +56,7 @@ def markdown(table: list[dict]) -> str:
                      + f" | {r['best']['dram_utilisation']:.0%} / {mega.get('dram_utilisation', 0):.0%}"
                      + f" | {r['best']['compute_busy']:.0%} / {mega.get('compute_busy', 0):.0%} |")
     for k in ("megatron", "cerebras-ws", "megatron-gpu"):
-        ratios = [r["best"]["tokens_per_s"] / _speed(r[k]) for r in table if _speed(r[k])]
+        ratios = [_speed(r["best"]) / _speed(r[k]) for r in table if _speed(r[k]) and _speed(r["best"])]
         if ratios:
             lines.append(f"\nvs {k}: mean {sum(ratios) / len(ratios):.2f}x, geometric mean "
                          f"{math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}x over {len(ratios)} pairs")

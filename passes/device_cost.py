@@ -1,8 +1,9 @@
 """device_cost: the time of every op on one device of the target, and of every collective on its network.
 
 A kernel takes ``max(FLOPs / (peak · e), bytes / (bandwidth · e_mem)) + launch`` (roofline). A matmul's
-efficiency e depends on its per-device problem (``attrs["mnk"]``): it rises with the work and with the
-smallest dimension, ``e = matmul_max · f/(f + f½) · d/(d + d½)``. Bytes come from SRAM when the op's working
+efficiency e depends on its per-device problem (``attrs["mnk"]``): it rises with the work and, sharply
+then saturating, with the smallest dimension, ``e = matmul_max · f/(f + f½) · d²/(d² + d½²)`` (a 128-wide
+head dimension runs well below peak, a 1024-wide split barely). Bytes come from SRAM when the op's working
 set fits there, else from DRAM. Work and traffic are divided by ``attrs["shard"]``. Collectives are
 costed by ``watos.network`` over the groups of ``analyses["groups"]``, all groups at once, on the dies
 of ``analyses["placement"]``.
@@ -10,7 +11,9 @@ of ``analyses["placement"]``.
 Writes ``attrs["time_s"]`` on every op and ``analyses["device_cost"]``: seconds per micro-batch, per block
 group representative and for the ``pre``/``post`` segments, split into forward, backward, optimizer and
 the communication of each group; ``recompute:<policy>`` (and its FLOPs) is the forward work that
-recompute policy re-runs in the backward.
+recompute policy re-runs in the backward; ``dram_bytes`` and ``network_bytes`` are the memory traffic of
+its kernels and the bytes its collectives hand to the network per device and micro-batch (``step_...``:
+once per step, the optimizer and gradient reduction), for energy.
 """
 from __future__ import annotations
 
@@ -59,6 +62,12 @@ class DeviceCost(Pass):
                 totals[where][f"recompute:{policy}"] += seconds
                 totals[where][f"recompute_flops:{policy}"] += op.flops
                 totals[where][f"recompute_device_flops:{policy}"] += per_device
+            once = "step_" if op.phase is Phase.OPTIMIZER or op.attrs.get("group") == "dp" else ""  # per step
+            if op.kind is OpKind.COLLECTIVE:
+                totals[where][f"{once}network_bytes"] += op.attrs["bytes"]
+            else:
+                io = op.attrs.get("io_bytes", op.bytes_read + op.bytes_written)
+                totals[where][f"{once}dram_bytes"] += io / op.attrs.get("shard", 1)
             if op.phase is not Phase.OPTIMIZER and op.kind is not OpKind.COLLECTIVE:
                 totals[where]["flops"] += op.flops
                 totals[where]["device_flops"] += per_device
@@ -105,7 +114,8 @@ class KernelModel:
         half_flops = self.e.matmul_half_gflop * 1e9
         tile = self.e.matmul_tile
         quantization = n / (-(-n // tile) * tile) * k / (-(-k // tile) * tile)
-        return (self.e.matmul_max * flops / (flops + half_flops) * smallest / (smallest + self.e.matmul_half_dim)
+        half_dim = self.e.matmul_half_dim
+        return (self.e.matmul_max * flops / (flops + half_flops) * smallest**2 / (smallest**2 + half_dim**2)
                 * quantization)
 
     def _attention_efficiency(self, op: Op, shard: int) -> float:

@@ -128,6 +128,7 @@ class Schedule(Pass):
         executed = c.micro_batches * c.tp * c.dp * c.cp * sum(
             stage_sum(s, "device_flops") + stage_sum(s, f"recompute_device_flops:{policies[s]}") for s in range(c.pp))
         peak_memory = max(st["memory"]["total_bytes"] for st in stages)
+        per_replica = c.micro_batches * c.tp * c.dp * c.cp
         capacity = c.target.device.dram_capacity_gb * 1e9 + c.target.device.sram_capacity_mb * 1e6
         graph.analyses["cost"] = {
             "step_time_s": step,
@@ -138,6 +139,11 @@ class Schedule(Pass):
             "mfu": model_flops / (step * devices * peak * 1e12),
             "hfu": (model_flops + recompute_flops) / (step * devices * peak * 1e12),
             "peak_memory_bytes_per_device": peak_memory,
+            # Traffic of one step over all devices (energy): kernels' DRAM bytes, collectives' bytes.
+            "dram_bytes_per_step": sum(per_replica * stage_sum(s, "dram_bytes") + devices // c.pp
+                                       * stage_sum(s, "step_dram_bytes") for s in range(c.pp)),
+            "network_bytes_per_step": sum(per_replica * stage_sum(s, "network_bytes") + devices // c.pp
+                                          * stage_sum(s, "step_network_bytes") for s in range(c.pp)),
             "memory_capacity_bytes_per_device": capacity,
             "fits": peak_memory <= capacity,
             "breakdown_s": {

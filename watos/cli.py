@@ -386,6 +386,97 @@ def _describe_plan(plan: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _explore_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "explore", help="co-explore wafer architectures: sweep a hardware template, best strategy per point",
+        description="Sweep the variables of a wafer template (hw_targets/templates/), find each point's best "
+                    "training strategy for every MODEL, and report the best point and the Pareto fronts of "
+                    "throughput against DRAM capacity, power and compute area.")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="one or more models (throughput: geometric mean)")
+    p.add_argument("--template", required=True, metavar="T", help="a shipped template name or a YAML file")
+    p.add_argument("--space", metavar="SPACE.yaml",
+                   help="variable: [values] or {min, max, step} (default: DRAM stacks 1-6 x compute fraction 0.7-0.9)")
+    p.add_argument("--objective", choices=["throughput", "tokens-per-joule"], default="throughput")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--workers", type=int, default=1, metavar="N")
+    p.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (default: start a local one)")
+    p.add_argument("--store", metavar="RESULTS.jsonl", help="append every point here; a rerun skips finished points")
+    p.add_argument("--budget", type=int, default=2000, metavar="N",
+                   help="grid when the space has at most N points, else N evaluations of an evolutionary search")
+    p.add_argument("--seq", type=int, default=4096, metavar="N")
+    p.add_argument("--batch-per-die", type=int, default=16, metavar="N", help="sequences per die per step")
+    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR", help="write explore.json and pareto.png")
+    p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
+    p.set_defaults(run=_run_explore)
+
+
+DEFAULT_SPACE = {"dram_stacks_per_die": [1, 2, 3, 4, 5, 6], "compute_fraction": [0.7, 0.8, 0.9]}
+
+
+def _run_explore(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from .explore import explore, load_space
+    from .template import load_template
+
+    template = load_template(args.template)
+    space = load_space(args.space, template) if args.space else DEFAULT_SPACE
+    if args.workers < 1 or args.budget < 1 or args.batch_per_die < 1 or args.seq < 1:
+        raise WatosError("--workers, --budget, --batch-per-die and --seq must be positive")
+    with Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("hardware points", total=None)
+
+        def progress(done: int | None, total: int | None) -> None:
+            if total is None:
+                bar.advance(task)
+            else:
+                bar.update(task, total=(bar.tasks[0].total or 0) + total, advance=done)
+
+        result = explore(args.template, args.models, space, objective=args.objective, seq=args.seq,
+                         dtype=args.dtype, batch_per_die=args.batch_per_die, executor=args.executor,
+                         workers=args.workers, ray_address=args.ray_address, store_path=args.store,
+                         budget=args.budget, seed=args.seed, progress=progress)
+    if args.out:
+        from .explore import FRONTS
+        from .pareto import write_pareto_png
+
+        with _staged_files(args.out) as staging:
+            (staging / "explore.json").write_text(json.dumps(result, sort_keys=True, indent=1) + "\n")
+            write_pareto_png([p for p in result["points"] if "infeasible" not in p], list(FRONTS),
+                             staging / "pareto.png", title=f"{result['template']}: {', '.join(args.models)}")
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        _print_explore(result)
+    return 0
+
+
+def _print_explore(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    objective = "throughput" if result["objective"] == "throughput" else "tokens_per_joule"
+    ranked = sorted((p for p in result["points"] if "infeasible" not in p), key=lambda p: -p[objective])
+    table = Table(title=f"watos explore {', '.join(result['models'])} on {result['template']}  "
+                        f"({result['evaluated']} points, {result['feasible']} feasible; best 10 by {result['objective']})")
+    for column in ("point", "dies", "TFLOPS/die", "DRAM GB/die", "tokens/s", "tokens/J", "power kW", "strategy"):
+        table.add_column(column, justify="left" if column in ("point", "strategy") else "right")
+    for p in ranked[:10]:
+        d = p["derived"]
+        plans = "; ".join(_describe_plan(r["plan"]) for r in p["results"].values())
+        table.add_row(" ".join(f"{k}={v:g}" for k, v in sorted(p["point"].items())), str(d["dies"]),
+                      f"{d['peak_tflops']:.0f}", f"{d['dram_gb']:g}", f"{p['throughput']:,.0f}",
+                      f"{p['tokens_per_joule']:.3g}", f"{p['power_w'] / 1e3:.1f}", plans)
+    console = Console() if sys.stdout.isatty() else Console(width=240)
+    console.print(table)
+    for name, front in result["pareto"].items():
+        console.print(f"Pareto {name.replace('_', ' ')}: " + ", ".join(
+            " ".join(f"{k}={v:g}" for k, v in sorted(p["point"].items())) for p in front))
+
+
 def _targets_parser(sub: Any) -> None:
     p = sub.add_parser("targets", help="list the shipped hardware targets")
     p.set_defaults(run=_run_targets)
@@ -420,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     _compile_parser(sub)
     _validate_parser(sub)
     _search_parser(sub)
+    _explore_parser(sub)
     _models_parser(sub)
     _targets_parser(sub)
     return parser

@@ -36,7 +36,7 @@ class Efficiency(_Strict):
     """How close kernels get to the roofline (calibrated; see the target file's comment).
 
     matmul efficiency of an op with ``f`` FLOPs whose right operand's smaller dimension is ``d``:
-    ``matmul_max · f/(f + matmul_half_gflop·10⁹) · d/(d + matmul_half_dim) · q``, where ``q`` is the tile
+    ``matmul_max · f/(f + matmul_half_gflop·10⁹) · d²/(d² + matmul_half_dim²) · q``, where ``q`` is the tile
     quantization of the right operand's two dimensions (``x / (⌈x / matmul_tile⌉ · matmul_tile)`` each: a
     kernel's tiles run whole, so a 96-wide operand in 128-wide tiles wastes a quarter);
     memory-bound ops reach ``memory`` of the DRAM (or SRAM) bandwidth; every kernel costs at least
@@ -149,7 +149,11 @@ def parse_target(text: str, where: str) -> Target:
     """Validate YAML text as a :class:`Target`. ``efficiency: {from: NAME}`` takes the efficiency
     parameters of another target (one calibrated on measured runs), so a recalibration reaches every
     target that borrows it."""
-    data = parse_yaml_mapping(text, where, "a target")
+    return target_from_data(parse_yaml_mapping(text, where, "a target"), where)
+
+
+def target_from_data(data: dict, where: str) -> Target:
+    """Validate a mapping as a :class:`Target` (see :func:`parse_target`); errors name ``where``."""
     device = data.get("device")
     borrowed = device.get("efficiency") if isinstance(device, dict) else None
     if isinstance(borrowed, dict) and "from" in borrowed:
