@@ -13,6 +13,7 @@ Ring costs, group of g devices, n bytes per device:
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -96,57 +97,60 @@ def mesh_collective(target: Target, op: Collective, nbytes: float, groups: list[
     mesh = target.topology
     assert isinstance(mesh, Mesh2D)
     dies = mesh.rows * mesh.cols
-    where = [divmod((placement[r] if placement is not None else r) % dies, mesh.cols) for g in groups for r in g]
-    coords = [where[i * len(groups[0]):(i + 1) * len(groups[0])] for i in range(len(groups))]
+    coords = tuple(tuple(divmod((placement[r] if placement is not None else r) % dies, mesh.cols) for r in g)
+                   for g in groups)
+    bandwidth = mesh.link_bandwidth_gb_per_s_per_direction * mesh.links_per_edge * 1e9 * target.device.efficiency.network
+    latency = mesh.latency_ns * 1e-9
+    options = {name: sum(steps * (busiest * nbytes / bandwidth + longest * latency)
+                         for steps, _, busiest, longest in phases)
+               for name, phases in _embeddings(op, coords).items()}
+    name = min(options, key=lambda k: (options[k], k))
+    load: dict[Link, float] = defaultdict(float)
+    for steps, links, _, _ in _embeddings(op, coords)[name]:
+        for link, share in links:
+            load[link] += steps * share * nbytes
+    return options[name], name, dict(load)
+
+
+Phase = tuple[int, tuple[tuple[Link, float], ...], float, int]  # steps, share of n per link, busiest, hops
+
+
+@functools.lru_cache(maxsize=4096)
+def _embeddings(op: Collective, coords: tuple[tuple[tuple[int, int], ...], ...]) -> dict[str, tuple[Phase, ...]]:
+    """The ways to run ``op`` over groups of dies, each a sequence of phases whose link loads are
+    fractions of the per-device bytes n: geometry only, so cached across bandwidths and sizes."""
     if op == "p2p":
-        seconds, load = _phase(target, [([c[0], c[1]], nbytes) for c in coords], 1, closed=False)
-        return seconds, "p2p", load
-    g = len(groups[0])
+        return {"p2p": (_phase([((c[0], c[1]), 1.0) for c in coords], 1, closed=False),)}
+    g = len(coords[0])
     steps = _RING_STEPS[op] * (g - 1)
-    rings = [_cycle(c) for c in coords]
-    options = {"ring": _phase(target, [(r, nbytes / g) for r in rings], steps),
-               "bidirectional": _phase(target, [(r, nbytes / (2 * g)) for r in rings]
-                                       + [(r[::-1], nbytes / (2 * g)) for r in rings], steps)}
-    grids = [_rectangle(c) for c in coords]
+    rings = [_cycle(list(c)) for c in coords]
+    options = {"ring": (_phase([(r, 1 / g) for r in rings], steps),),
+               "bidirectional": (_phase([(r, 1 / (2 * g)) for r in rings] + [(r[::-1], 1 / (2 * g)) for r in rings],
+                                        steps),)}
+    grids = [_rectangle(list(c)) for c in coords]
     if op == "all_reduce" and all(grids) and min(len(grids[0]), len(grids[0][0])) > 1:
         rows = [_cycle(row) for grid in grids for row in grid]
         cols = [_cycle(list(col)) for grid in grids for col in zip(*grid)]
         a, b = len(grids[0]), len(grids[0][0])
-        options["2d"] = _serial(_phase(target, [(r, nbytes / b) for r in rows], b - 1),
-                                _phase(target, [(c, nbytes / (a * b)) for c in cols], 2 * (a - 1)),
-                                _phase(target, [(r, nbytes / b) for r in rows], b - 1))
-    name = min(options, key=lambda k: (options[k][0], k))
-    return options[name][0], name, options[name][1]
+        along_rows = _phase([(r, 1 / b) for r in rows], b - 1)
+        options["2d"] = (along_rows, _phase([(c, 1 / (a * b)) for c in cols], 2 * (a - 1)), along_rows)
+    return options
 
 
-def _phase(target: Target, flows: list[tuple[list[tuple[int, int]], float]], steps: int,
-           closed: bool = True) -> tuple[float, dict[Link, float]]:
-    """``steps`` times, every die of every ring sends its chunk to the next die, all rings at once
+def _phase(flows: list[tuple[Sequence[tuple[int, int]], float]], steps: int, closed: bool = True) -> Phase:
+    """``steps`` times, every die of every ring sends its share of n to the next die, all rings at once
     (``closed``: the last die sends to the first)."""
-    mesh = target.topology
     load: dict[Link, float] = defaultdict(float)
     longest = 0
-    for ring, chunk in flows:
+    for ring, share in flows:
+        ring = list(ring)
         pairs = zip(ring, ring[1:] + ring[:1]) if closed else zip(ring, ring[1:])
         for src, dst in pairs:
             hops = route_xy(src, dst)
             longest = max(longest, len(hops))
             for link in hops:
-                load[link] += chunk
-    if not load:
-        return 0.0, {}
-    bandwidth = mesh.link_bandwidth_gb_per_s_per_direction * mesh.links_per_edge * 1e9 * target.device.efficiency.network
-    seconds = steps * (max(load.values()) / bandwidth + longest * mesh.latency_ns * 1e-9)
-    return seconds, {link: nbytes * steps for link, nbytes in load.items()}
-
-
-def _serial(*phases: tuple[float, dict[Link, float]]) -> tuple[float, dict[Link, float]]:
-    """Phases one after another: times add, and so do the bytes on each link."""
-    load: dict[Link, float] = defaultdict(float)
-    for _, links in phases:
-        for link, nbytes in links.items():
-            load[link] += nbytes
-    return sum(p[0] for p in phases), dict(load)
+                load[link] += share
+    return steps, tuple(sorted(load.items())), max(load.values(), default=0.0), longest
 
 
 def _rectangle(coords: list[tuple[int, int]]) -> list[list[tuple[int, int]]] | None:

@@ -49,6 +49,7 @@ class Problem:
     dtype: str = "bf16"
     micro_batches: tuple[int, ...] = MICRO_BATCHES  # sizes tried
     interleaves: tuple[int, ...] = INTERLEAVES  # model chunks per stage tried
+    policies: tuple[str, ...] = POLICIES  # recompute policies GCMR may choose
 
     def lowered(self, micro_batch: int) -> Graph:
         """The traced graph at ``micro_batch`` lowered for the target's fusion (cached)."""
@@ -139,7 +140,8 @@ def candidate_plans(problem: Problem, tp: int, pp: int, dp: int, placement: str)
 
 def with_gcmr(problem: Problem, plan: Plan, cost: dict) -> Plan | None:
     """The plan with GCMR's per-stage recompute and borrowing (None: nothing fits)."""
-    stages = cost["stages"]
+    stages = [{**st, "options": {p: o for p, o in st["options"].items() if p in problem.policies}}
+              for st in cost["stages"]]
     transfer = _transfer(problem, plan) if isinstance(problem.target.topology, Mesh2D) and plan.pp > 1 else None
     choice = gcmr(stages, capacity(problem.target), plan.micro_batches, plan.interleave, transfer)
     if choice is None:
