@@ -212,20 +212,26 @@ def _activation_bytes(graph: Graph, segments: list[tuple[str, int]], stage: int,
 
 def _borrowing(graph: Graph, c, memory: list[dict], dies: list[int]) -> list[dict]:
     """Sender/Helper checkpoint storage: bytes each stage's dies lend or borrow, and the seconds per
-    micro-batch its checkpoints spend in flight. A sender writes the borrowed share of every
-    micro-batch's checkpoints to its helper in the forward and reads it back in the backward
-    (2·borrowed / micro-batches in flight per micro-batch), over the D2D route from each of its dies to
-    the counterpart die of the helper stage, all pairs at once, no faster than the helper's DRAM."""
+    micro-batch its checkpoints spend in flight (:func:`checkpoint_transfer_s`)."""
     stages = [{"out": 0.0, "in": 0.0, "transfer_s": 0.0} for _ in range(c.pp)]
-    groups = graph.analyses["groups"]["pp"]
-    dram = c.target.device.dram_bandwidth_gb_per_s * 1e9 * c.target.device.efficiency.memory
     for sender, helper, nbytes in c.borrow:
         stages[sender]["out"] += nbytes
         stages[helper]["in"] += nbytes
-        traffic = 2 * nbytes / in_flight(c, sender)
-        pairs = [[g[sender], g[helper]] for g in groups]
-        stages[sender]["transfer_s"] += max(collective_time(c.target, "p2p", traffic, pairs, dies), traffic / dram)
+        stages[sender]["transfer_s"] += checkpoint_transfer_s(c.target, graph.analyses["groups"]["pp"], dies,
+                                                              sender, helper, nbytes, in_flight(c, sender))
     return stages
+
+
+def checkpoint_transfer_s(target: Target, pipelines: list[list[int]], dies: list[int], sender: int, helper: int,
+                          nbytes: float, micro_batches_in_flight: float) -> float:
+    """Seconds per micro-batch for ``nbytes`` of a Sender stage's checkpoints kept by a Helper stage: the
+    borrowed share of every micro-batch goes out in the forward and back in the backward (2·bytes /
+    micro-batches in flight), from each Sender die to its counterpart Helper die over the D2D route, all
+    pairs at once, no faster than the Helper's DRAM."""
+    traffic = 2 * nbytes / micro_batches_in_flight
+    dram = target.device.dram_bandwidth_gb_per_s * 1e9 * target.device.efficiency.memory
+    pairs = [[g[sender], g[helper]] for g in pipelines]
+    return max(collective_time(target, "p2p", traffic, pairs, dies), traffic / dram)
 
 
 def _parameter_sizes(graph: Graph, tp: int) -> dict:

@@ -28,9 +28,8 @@ from .errors import WatosError
 from .gcmr import gcmr
 from .hardware import Mesh2D, Target
 from .ir import Graph
-from .network import collective_time
 from .passes.recompute import POLICIES
-from .passes.schedule import ADAM_STATE_BYTES
+from .passes.schedule import ADAM_STATE_BYTES, checkpoint_transfer_s
 from .placement import STRATEGIES
 from .plan import Borrow, Plan, check_plan
 
@@ -161,14 +160,11 @@ def _transfer(problem: Problem, plan: Plan) -> Callable[[int, int, float], float
     group = plan.tp * plan.cp
     dies = place("compact", mesh.rows, mesh.cols, group, plan.dp, plan.pp)
     pipelines = parallel_groups(plan.tp, plan.cp, plan.dp, plan.pp)["pp"]
-    dram = problem.target.device.dram_bandwidth_gb_per_s * 1e9 * problem.target.device.efficiency.memory
     in_flight = {s: min(plan.micro_batches, plan.pp - s) for s in range(plan.pp)}
 
     @functools.cache
     def seconds(sender: int, helper: int, nbytes: float) -> float:
-        traffic = 2 * nbytes / in_flight[sender]
-        pairs = [[g[sender], g[helper]] for g in pipelines]
-        return max(collective_time(problem.target, "p2p", traffic, pairs, dies), traffic / dram)
+        return checkpoint_transfer_s(problem.target, pipelines, dies, sender, helper, nbytes, in_flight[sender])
 
     return seconds
 
