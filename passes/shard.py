@@ -1,11 +1,8 @@
 """shard: split every op over tensor, sequence, context and data parallelism, and insert the collectives.
 
-Tensor parallelism (Megatron-LM, Shoeybi et al. 2019) is found from the dataflow, not from module names:
-a matmul reading a weight and a replicated activation is *column*-parallel (its output is split across
-the TP group); one reading a split activation is *row*-parallel (partial sums, all-reduced); ops reading a
-split tensor are split; the rest are replicated. A vocabulary-parallel embedding is all-reduced like a row.
-Backward ops follow the forward op they differentiate; the input gradient of a column-parallel matmul is
-a partial sum and is all-reduced.
+Tensor parallelism (Megatron-LM, Shoeybi et al. 2019) follows the roles the ``tensor_roles`` pass found in
+the dataflow (column, row, split, replicated): split ops' work is divided over the TP group, a row-parallel
+matmul's partial sums and a column-parallel matmul's input gradient are all-reduced.
 
 Sequence parallelism (Korthikanti et al. 2022) splits the replicated ops of a block (norms, dropout,
 residual adds) along the sequence and turns each all-reduce into a reduce-scatter plus an all-gather.
@@ -14,7 +11,7 @@ reduce-scatters their gradients). Data parallelism adds one gradient collective 
 all-reduce (ZeRO 0 and 1), or a reduce-scatter of gradients and an all-gather of parameters (ZeRO 2), and
 for ZeRO 3 an all-gather of parameters before the forward and again before the backward.
 
-Per op: ``attrs["tp_role"]``, ``attrs["shard"]`` (how many devices share its work), ``attrs["mnk"]`` for
+Per op: ``attrs["shard"]`` (how many devices share its work), ``attrs["mnk"]`` for
 matmuls (the per-device problem). Collectives are ops of kind ``collective`` with ``attrs["group"]`` and
 ``attrs["bytes"]`` (per device). ``analyses["groups"]`` lists the device ranks of every group, Megatron
 order: TP fastest, then CP, then DP, then PP.
@@ -25,13 +22,12 @@ import math
 
 from watos.ir import Graph, Op, OpKind, Phase, TensorType, Value
 from watos.pass_manager import Pass, PassConfig, register_pass
-
-SPLIT_ROLES = ("column", "row", "split")
+from watos.passes.tensor_roles import SPLIT_ROLES
 
 
 @register_pass("shard")
 class Shard(Pass):
-    requires = frozenset({"fused"})
+    requires = frozenset({"fused", "tp_roles"})
     provides = frozenset({"sharded"})
     in_default_pipeline = False
 
@@ -46,7 +42,6 @@ class Shard(Pass):
 
     def run(self, graph: Graph) -> None:
         c = self.config
-        _tensor_parallel_roles(graph)
         split_params = {p for op in graph.ops if op.attrs.get("tp_role") in ("column", "row") for p in op.params}
         collectives: dict[int, list[Op]] = {}
         for op in graph.ops:
@@ -77,49 +72,6 @@ class Shard(Pass):
         _insert_after(graph, collectives)
         graph.analyses["groups"] = parallel_groups(c.tp, c.cp, c.dp, c.pp)
         graph.analyses["split_params"] = sorted(split_params)
-
-
-def _tensor_parallel_roles(graph: Graph) -> None:
-    """Set ``attrs["tp_role"]`` on every op, following which values are split across the TP group."""
-    split: set[Value] = set()
-    for op in graph.ops:
-        if op.kind in (OpKind.PARAM, OpKind.INPUT):
-            op.attrs["tp_role"] = "replicated"
-            continue
-        reads_split = any(v in split for v in op.inputs)
-        if op.phase is Phase.FORWARD:
-            if op.kind is OpKind.MATMUL and op.params:
-                role = "row" if reads_split else "column"
-            elif op.kind is OpKind.EMBEDDING and op.params:
-                role = "row"
-            else:
-                role = "split" if reads_split else "replicated"
-            out_split = role in ("column", "split")
-        elif op.phase is Phase.BACKWARD:
-            forward = graph.get(op.grad_of)
-            forward_role = forward.attrs.get("tp_role") if forward is not None else None
-            if forward_role in ("column", "row") and op.kind is OpKind.MATMUL:
-                role = "split"
-                weight_grad = bool(forward.params) and _is_weight_shape(graph, op, forward)
-                out_split = weight_grad or forward_role == "row"
-                if forward_role == "column" and not weight_grad:
-                    op.attrs["partial"] = True  # input gradient of a column matmul: all-reduced
-            elif forward_role in SPLIT_ROLES or (forward_role is None and reads_split):
-                role, out_split = "split", True
-            else:
-                role, out_split = "replicated", False
-        else:
-            role, out_split = "replicated", False
-        op.attrs["tp_role"] = role
-        if out_split:
-            split.update((op.id, i) for i in range(len(op.outputs)))
-
-
-def _is_weight_shape(graph: Graph, op: Op, forward: Op) -> bool:
-    shapes = {graph.op(graph.storage_root(v)[0]).outputs[0].shape for v in forward.inputs
-              if graph.op(graph.storage_root(v)[0]).kind is OpKind.PARAM}
-    out = op.outputs[0].shape
-    return out in shapes or tuple(reversed(out)) in shapes
 
 
 def _matmul_dims(graph: Graph, op: Op, role: str, tp: int, cp: int) -> list[int]:

@@ -82,9 +82,9 @@ def test_compile_dumps_every_pass(tmp_path, capsys):
     assert main(["compile", "gpt2", "--target", "watos-config3", "--tp", "4", "--pp", "2", "--dp", "7",
                  "--global-batch", "14", "--seq", "256", "--dump-ir", str(dump)]) == 0
     names = sorted(p.stem for p in dump.glob("*.txt"))
-    assert names[-7:] == ["005_fuse", "006_shard", "007_pipeline", "008_recompute", "009_place", "010_device_cost",
-                          "011_schedule"]
-    assert "all_reduce[collective]" in (dump / "006_shard.txt").read_text()
+    assert names[-8:] == ["005_fuse", "006_tensor_roles", "007_shard", "008_pipeline", "009_recompute", "010_place",
+                          "011_device_cost", "012_schedule"]
+    assert "all_reduce[collective]" in (dump / "007_shard.txt").read_text()
 
 
 SMALL = CaseModel(family="llama", hidden=512, layers=8, heads=8, kv_heads=4, ffn=1408, vocab=4096, seq=512)

@@ -8,7 +8,6 @@ from .ir import DTYPE_BYTES, Graph
 from .pass_manager import Instrument, Pass, PassManager, registered_passes
 from .plan import Plan
 
-LOWERING_PIPELINE = ("fuse",)
 COSTING_PIPELINE = ("shard", "pipeline", "recompute", "place", "device_cost", "schedule")
 
 
@@ -20,8 +19,8 @@ def attention_for(fusion: str) -> str:
 def lower(graph: Graph, fusion: str, instruments: Iterable[Instrument] = ()) -> Graph:
     """A copy of a traced graph with a target's kernel fusion applied (plan-independent: lower once,
     cost many plans)."""
-    fuse = registered_passes()["fuse"]
-    return PassManager([fuse(level=fusion)], instruments).run(graph.clone())
+    registry = registered_passes()
+    return PassManager([registry["fuse"](level=fusion), registry["tensor_roles"]()], instruments).run(graph.clone())
 
 
 def costing_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass]:
@@ -49,7 +48,7 @@ def costing_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass
 
 
 def cost_plan(lowered: Graph, target: Target, plan: Plan, instruments: Iterable[Instrument] = (),
-              dtype: str = "bf16") -> Graph:
+              dtype: str = "bf16", verify: bool = True) -> Graph:
     """A costed copy of a lowered graph (traced at ``plan.micro_batch``, see :func:`lower`); its
-    ``analyses["cost"]`` holds the result."""
-    return PassManager(costing_passes(target, plan, dtype), instruments).run(lowered.clone())
+    ``analyses["cost"]`` holds the result. ``verify=False``: see :class:`~watos.pass_manager.PassManager`."""
+    return PassManager(costing_passes(target, plan, dtype), instruments, verify).run(lowered.clone())

@@ -164,9 +164,12 @@ class PassTimings(Instrument):
 class PassManager:
     """Runs passes in order; checks ``requires``, verifies the IR and each pass's ensures."""
 
-    def __init__(self, passes: Iterable[Pass], instruments: Iterable[Instrument] = ()) -> None:
+    def __init__(self, passes: Iterable[Pass], instruments: Iterable[Instrument] = (), verify: bool = True) -> None:
+        """``verify=False`` skips the IR and ensures checks after each pass (``requires`` is still checked):
+        for hot loops that run a pipeline verified before on the same graph, such as a strategy search."""
         self.passes = list(passes)
         self.instruments = list(instruments)
+        self.verify = verify
 
     def run(self, graph: Graph) -> Graph:
         for instrument in self.instruments:
@@ -183,8 +186,9 @@ class PassManager:
                 p.run(graph)
                 graph.properties -= p.invalidates
                 graph.properties |= p.provides
-                graph.verify()
-                p.verify(graph)
+                if self.verify:
+                    graph.verify()
+                    p.verify(graph)
             except Exception as exc:  # name the failing pass, whatever went wrong inside it
                 detail = str(exc) if isinstance(exc, WatosError) else f"{type(exc).__name__}: {exc}"
                 raise PassError(f"pass {p.name} failed (after {', '.join(done) or 'none'}): "

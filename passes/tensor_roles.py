@@ -1,0 +1,70 @@
+"""tensor_roles: how each op splits over a tensor-parallel group, found from the dataflow.
+
+Not from module names (Megatron-LM, Shoeybi et al. 2019): a matmul reading a weight and a replicated
+activation is *column*-parallel (its output is split across the TP group); one reading a split activation
+is *row*-parallel (partial sums, all-reduced); ops reading a split tensor are split; the rest are
+replicated. A vocabulary-parallel embedding is all-reduced like a row. Backward ops follow the forward op
+they differentiate; the input gradient of a column-parallel matmul is a partial sum (``attrs["partial"]``).
+
+Plan-independent, so it runs once when a graph is lowered (:func:`watos.compile.lower`), not for every
+plan costed. Writes ``attrs["tp_role"]`` on every op.
+"""
+from __future__ import annotations
+
+from watos.ir import Graph, Op, OpKind, Phase, Value
+from watos.pass_manager import Pass, register_pass
+
+SPLIT_ROLES = ("column", "row", "split")
+
+
+@register_pass("tensor_roles")
+class TensorRoles(Pass):
+    requires = frozenset({"fused"})
+    provides = frozenset({"tp_roles"})
+    in_default_pipeline = False
+
+    def run(self, graph: Graph) -> None:
+        _tensor_parallel_roles(graph)
+
+
+def _tensor_parallel_roles(graph: Graph) -> None:
+    """Set ``attrs["tp_role"]`` on every op, following which values are split across the TP group."""
+    split: set[Value] = set()
+    for op in graph.ops:
+        if op.kind in (OpKind.PARAM, OpKind.INPUT):
+            op.attrs["tp_role"] = "replicated"
+            continue
+        reads_split = any(v in split for v in op.inputs)
+        if op.phase is Phase.FORWARD:
+            if op.kind is OpKind.MATMUL and op.params:
+                role = "row" if reads_split else "column"
+            elif op.kind is OpKind.EMBEDDING and op.params:
+                role = "row"
+            else:
+                role = "split" if reads_split else "replicated"
+            out_split = role in ("column", "split")
+        elif op.phase is Phase.BACKWARD:
+            forward = graph.get(op.grad_of)
+            forward_role = forward.attrs.get("tp_role") if forward is not None else None
+            if forward_role in ("column", "row") and op.kind is OpKind.MATMUL:
+                role = "split"
+                weight_grad = bool(forward.params) and _is_weight_shape(graph, op, forward)
+                out_split = weight_grad or forward_role == "row"
+                if forward_role == "column" and not weight_grad:
+                    op.attrs["partial"] = True  # input gradient of a column matmul: all-reduced
+            elif forward_role in SPLIT_ROLES or (forward_role is None and reads_split):
+                role, out_split = "split", True
+            else:
+                role, out_split = "replicated", False
+        else:
+            role, out_split = "replicated", False
+        op.attrs["tp_role"] = role
+        if out_split:
+            split.update((op.id, i) for i in range(len(op.outputs)))
+
+
+def _is_weight_shape(graph: Graph, op: Op, forward: Op) -> bool:
+    shapes = {graph.op(graph.storage_root(v)[0]).outputs[0].shape for v in forward.inputs
+              if graph.op(graph.storage_root(v)[0]).kind is OpKind.PARAM}
+    out = op.outputs[0].shape
+    return out in shapes or tuple(reversed(out)) in shapes
