@@ -27,6 +27,11 @@ FAMILIES = {
     "phi3": dict(model_type="phi3", pad_token_id=0, **SMALL),
     "opt": dict(model_type="opt", hidden_size=64, ffn_dim=128, num_hidden_layers=3, num_attention_heads=4,
                 vocab_size=512, max_position_embeddings=256, word_embed_proj_dim=64),
+    "deepseek_v3": dict(model_type="deepseek_v3", hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+                        num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=4, num_key_value_heads=4,
+                        n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, n_group=2, topk_group=1,
+                        q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=8,
+                        vocab_size=512, max_position_embeddings=256),
     "gpt_neox": dict(model_type="gpt_neox", hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                      num_attention_heads=4, vocab_size=512, max_position_embeddings=256),
 }

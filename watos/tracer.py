@@ -251,7 +251,7 @@ def _adamw_update(name: str, param: Any, grad: Any, state: dict[str, Any]) -> An
 
 
 def _adamw_math(param: Any, grad: Any, state: dict[str, Any]) -> Any:
-    master = state.get("master", param)
+    master = state.get("master", param.detach())  # an fp32 parameter is its own master copy
     if grad is None:
         return master.to(param.dtype)
     g = grad.float()
@@ -270,7 +270,9 @@ class _GpuKernels(TorchFunctionMode):
     * dropout -> ``native_dropout`` (output and a 1-byte mask), not CPU's in-place ``bernoulli_``
       into a full-width mask;
     * scaled_dot_product_attention -> one flash-attention op, dropout included, not CPU's
-      fp32 math fallback that SDPA takes whenever dropout is on.
+      fp32 math fallback that SDPA takes whenever dropout is on; a value head narrower than the
+      query's (DeepSeek's multi-head latent attention) is zero-padded and the output sliced, as
+      flash kernels with one head dimension are run.
     """
 
     _DROPOUT_ARGS = {torch.nn.functional.dropout: ("input", "p", "training", "inplace"),
@@ -287,10 +289,15 @@ class _GpuKernels(TorchFunctionMode):
             return torch.ops.aten.native_dropout(bound["input"], p, True)[0]
         if func is torch.nn.functional.scaled_dot_product_attention:
             bound = {**dict(zip(self._SDPA_ARGS, args)), **kwargs}
-            return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                bound["query"], bound["key"], bound["value"], float(bound.get("dropout_p", 0.0)),
+            query, value = bound["query"], bound["value"]
+            width = value.shape[-1]
+            if width < query.shape[-1]:  # flash kernels need one head dim: pad V, slice the output
+                value = torch.nn.functional.pad(value, (0, query.shape[-1] - width))
+            out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                query, bound["key"], value, float(bound.get("dropout_p", 0.0)),
                 bool(bound.get("is_causal", False)), attn_mask=bound.get("attn_mask"),
                 scale=bound.get("scale"))[0]
+            return out[..., :width]
         return func(*args, **kwargs)
 
 
