@@ -2,7 +2,7 @@
 import pytest
 
 from watos.hardware import load_target
-from watos.network import collective_time, route_xy
+from watos.network import collective_time, mesh_collective, route_xy
 
 
 def test_xy_route_goes_along_the_row_then_the_column():
@@ -49,3 +49,22 @@ def test_a_tier_can_have_its_own_efficiency():
     n, group = 1e9, [[0, 8, 16, 24]]
     assert collective_time(slower, "all_reduce", n, group) == pytest.approx(2 * 3 / 4 * n / (25e9 * 0.5) + 2 * 3 * 5e-6)
     assert collective_time(slower, "all_reduce", n, [list(range(8))]) == collective_time(target, "all_reduce", n, [list(range(8))])
+
+
+def test_all_to_all_on_a_mesh_by_hand():
+    """Four dies in a 2 x 2 block of watos-config3, all-to-all of n bytes per die (n/4 to each die).
+
+    Direct routing, XY (along the row first): 12 flows of n/4, 8 to a neighbour (one link) and 4 to the
+    diagonal die (two links: (0,0)→(0,1)→(1,1), ...), 4n of link-bytes over the block's 8 directed links.
+    Link (0,0)→(0,1) carries (0,0)'s block for (0,1) and the first hop of its block for (1,1); link
+    (0,1)→(1,1) carries (0,1)'s block for (1,1) and the second hop of (0,0)'s: every link n/2. Time: n/2
+    over a link plus two hops of latency. A ring all-to-all forwards n(g−1)/2 = 1.5n per die in 3 steps."""
+    target = load_target("watos-config3")
+    n = 4e9
+    seconds, name, links = mesh_collective(target, "all_to_all", n, [[0, 1, 8, 9]])
+    assert name == "direct"
+    bandwidth = 1000e9 * target.device.efficiency.network
+    assert seconds == pytest.approx(n / 2 / bandwidth + 2 * 200e-9)
+    assert len(links) == 8 and all(b == pytest.approx(n / 2) for b in links.values())
+    ring = mesh_collective(target, "all_to_all", n, [[0, 1, 2, 3]])  # a row: no shortcut, ring or direct
+    assert ring[0] > seconds

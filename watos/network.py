@@ -91,7 +91,8 @@ def mesh_collective(target: Target, op: Collective, nbytes: float, groups: list[
     * ``ring``: one direction, 2(g-1) steps of n/g for all-reduce (g-1 for the others);
     * ``bidirectional``: half the bytes each way round the ring (TEMP/WATOS's bidirectional ring);
     * ``2d`` (all-reduce of a full rectangle): reduce-scatter along rows, all-reduce of the row's share
-      along columns, all-gather along rows.
+      along columns, all-gather along rows;
+    * ``direct`` (all-to-all): every die sends n/g to every other over its XY route, all at once.
 
     A phase takes steps · (busiest link's bytes per step / link bandwidth + longest route · latency)."""
     mesh = target.topology
@@ -124,9 +125,15 @@ def _embeddings(op: Collective, coords: tuple[tuple[tuple[int, int], ...], ...])
     g = len(coords[0])
     steps = _RING_STEPS[op] * (g - 1)
     rings = [_cycle(list(c)) for c in coords]
-    options = {"ring": (_phase([(r, 1 / g) for r in rings], steps),),
-               "bidirectional": (_phase([(r, 1 / (2 * g)) for r in rings] + [(r[::-1], 1 / (2 * g)) for r in rings],
+    # Per ring step each die forwards n/g (reductions, gathers); in a ring all-to-all the block for the
+    # k-th next die travels k hops, so a step forwards n/2 on average (n(g-1)/2 in all).
+    chunk = 1 / 2 if op == "all_to_all" else 1 / g
+    options = {"ring": (_phase([(r, chunk) for r in rings], steps),),
+               "bidirectional": (_phase([(r, chunk / 2) for r in rings] + [(r[::-1], chunk / 2) for r in rings],
                                         steps),)}
+    if op == "all_to_all":  # every die sends n/g straight to every other, all routes at once
+        options["direct"] = (_phase([((a, b), 1 / g) for c in coords for a in c for b in c if a != b], 1,
+                                    closed=False),)
     grids = [_rectangle(list(c)) for c in coords]
     if op == "all_reduce" and all(grids) and min(len(grids[0]), len(grids[0][0])) > 1:
         rows = [_cycle(row) for grid in grids for row in grid]
