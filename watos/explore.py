@@ -76,11 +76,13 @@ def evolve_generation(space: dict[str, list], scored: list[tuple[dict, float]], 
 
 
 @functools.lru_cache(maxsize=8)
-def _problem(model: str, seq: int, dtype: str) -> Problem:
-    """A model's problem (cached per process, so every point reuses its traces and lowerings)."""
+def _problem(model: str, seq: int, dtype: str, fusion: str) -> Problem:
+    """A model's problem, traced for a fusion level (cached per process, so every point reuses its
+    traces and lowerings; the target is replaced per point)."""
     from .hardware import load_target
 
-    return make_problem(model, load_target("watos-config3"), seq=seq, dtype=dtype)
+    return make_problem(model, load_target("watos-config3").model_copy(update={"fusion": fusion}), seq=seq,
+                        dtype=dtype)
 
 
 def quick_search(problem: Problem) -> tuple[Plan, dict] | None:
@@ -131,7 +133,7 @@ def evaluate_point(task: dict) -> dict:
     results, speeds, efficiencies = {}, [], []
     energy = template.model_copy(update=point).energy
     for model in task["models"]:
-        problem = dataclasses.replace(_problem(model, task["seq"], task["dtype"]), target=target,
+        problem = dataclasses.replace(_problem(model, task["seq"], task["dtype"], target.fusion), target=target,
                                       devices=derived["dies"], global_batch=task["batch_per_die"] * derived["dies"],
                                       micro_batches=(1,), interleaves=(1,))
         found = quick_search(problem)
