@@ -81,7 +81,7 @@ def make_problem(source: Any, target: Target, *, seq: int, global_batch: int | N
 
     if devices is None:
         if not isinstance(target.topology, Mesh2D):
-            raise WatosError(f"target {target.name}: a switched target needs a device count")
+            raise WatosError(f"target {target.name} is a cluster of GPU nodes: give the number of GPUs (--devices N)")
         devices = target.topology.rows * target.topology.cols
     source = watos.load_model(source) if not isinstance(source, watos.ModelSource) else source
     attention = attention_for(target.fusion)
