@@ -46,6 +46,16 @@ def test_more_dram_costs_compute_and_die_to_die_bandwidth():
         assert more["d2d_gb_per_s_per_edge"] < fewer["d2d_gb_per_s_per_edge"]
 
 
+def test_spare_cores_trade_peak_for_yield():
+    template = load_template("watos-wafer")
+    plain = derive(template, {"core_area_mm2": 1.0})
+    spared = derive(template, {"core_area_mm2": 1.0, "spare_cores_per_die": 8})
+    assert plain["die_yield"] == pytest.approx(derive(template, {})["die_yield"])  # no spares: all defects kill
+    assert spared["die_yield"] > plain["die_yield"] and spared["peak_tflops"] < plain["peak_tflops"]
+    with pytest.raises(WatosError, match="spare_cores_per_die"):
+        derive(template, {"core_area_mm2": 100.0, "spare_cores_per_die": 5})
+
+
 @pytest.mark.parametrize("point,message", [
     ({"die_width_mm": 40}, "exceeds the reticle"),
     ({"dram_stacks_per_die": 10}, "shoreline"),

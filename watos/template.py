@@ -12,7 +12,8 @@ of the remaining edge, and energies. A *point* overrides any of its numeric fiel
     compute area    = compute_fraction · (die area − stacks · stack area);  SRAM area = the rest
     peak            = compute area · TFLOPS/mm²;   SRAM = SRAM area · MB/mm²
     D2D edge        = die perimeter − stacks · stack shoreline;  per edge and direction: D2D edge/4 · GB/s per mm
-    die yield       = exp(−defect density · die area)                          (Poisson; reported, optional)
+    die yield       = Poisson: no defect outside the cores, at most ``spare_cores_per_die`` defective cores
+                      (whose work the spares take; the peak counts only the other cores); reported
 
 A point that cannot be built (a die beyond the reticle, stacks whose shoreline exceeds the perimeter or
 whose area exceeds the die) is a :class:`~watos.errors.WatosError` naming the field.
@@ -72,6 +73,8 @@ class Template(_Strict):
     io_bandwidth_gb_per_s: float = Field(ge=0)
     energy: Energy
     defect_density_per_cm2: float = Field(default=0.0, ge=0)
+    core_area_mm2: float = Field(default=0.0, ge=0, description="one compute core (0: no core redundancy)")
+    spare_cores_per_die: int = Field(default=0, ge=0, description="cores held back to map out defects")
     fusion: str = "flash"
     efficiency: dict[str, Any]
 
@@ -131,14 +134,30 @@ def derive(template: Template, point: dict[str, Any]) -> dict[str, float]:
     if rows * cols == 0:
         raise WatosError(f"template {t.name}: no {w:g} x {h:g} mm die fits the wafer")
     compute_area = t.compute_fraction * logic
+    active, die_yield = _redundancy(t, compute_area, area)
     return {"rows": rows, "cols": cols, "dies": rows * cols,
-            "peak_tflops": compute_area * t.tflops_per_mm2,
+            "peak_tflops": active * compute_area * t.tflops_per_mm2,
             "sram_mb": (logic - compute_area) * t.sram_mb_per_mm2,
             "dram_gb": stacks * t.dram_stack.capacity_gb,
             "dram_gb_per_s": stacks * t.dram_stack.bandwidth_gb_per_s,
             "d2d_gb_per_s_per_edge": d2d_edge / 4 * t.d2d_gb_per_s_per_mm,
             "compute_area_mm2": compute_area * rows * cols,
-            "die_yield": math.exp(-t.defect_density_per_cm2 * area / 100)}
+            "die_yield": die_yield}
+
+
+def _redundancy(t: Template, compute_area: float, area: float) -> tuple[float, float]:
+    """The share of the compute area that computes, and the die yield (Poisson defects): a defect outside
+    the cores kills the die; up to ``spare_cores_per_die`` defective cores are mapped out to spares."""
+    defects = t.defect_density_per_cm2 / 100  # per mm²
+    if not t.core_area_mm2:
+        return 1.0, math.exp(-defects * area)
+    cores = math.floor(compute_area / t.core_area_mm2)
+    if t.spare_cores_per_die >= cores:
+        raise WatosError(f"template {t.name}: {t.spare_cores_per_die} spare cores of {cores} leave none to compute "
+                         "(spare_cores_per_die)")
+    in_cores = defects * cores * t.core_area_mm2
+    survive = sum(math.exp(-in_cores) * in_cores ** j / math.factorial(j) for j in range(t.spare_cores_per_die + 1))
+    return (cores - t.spare_cores_per_die) / cores, math.exp(-defects * (area - cores * t.core_area_mm2)) * survive
 
 
 def instantiate(template: Template, point: dict[str, Any]) -> Target:
