@@ -38,6 +38,6 @@ class Place(Pass):
             return
         pipeline_bytes = float(graph.analyses["pipeline"]["p2p_bytes"]) or 1.0
         dies = place(c.strategy, mesh.rows, mesh.cols, group, c.dp, c.pp, pipeline_bytes=pipeline_bytes,
-                     pairs=c.pairs, seed=c.seed)
+                     pairs=c.pairs, seed=c.seed, wafers=c.target.wafers)
         graph.analyses["placement"] = {"strategy": c.strategy, "dies": dies,
                                        "pipeline_hops_mean": pipeline_hops(dies, mesh.cols, group, c.dp, c.pp)}

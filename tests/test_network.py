@@ -1,7 +1,7 @@
 """Collective costs: rings routed on the mesh with contention, α-β tiers on switched networks."""
 import pytest
 
-from watos.hardware import load_target
+from watos.hardware import SystemLink, load_target
 from watos.network import collective_time, mesh_collective, route_xy
 
 
@@ -68,3 +68,35 @@ def test_all_to_all_on_a_mesh_by_hand():
     assert len(links) == 8 and all(b == pytest.approx(n / 2) for b in links.values())
     ring = mesh_collective(target, "all_to_all", n, [[0, 1, 2, 3]])  # a row: no shortcut, ring or direct
     assert ring[0] > seconds
+
+
+def two_wafers(bandwidth: float = 400):
+    """Two 2 x 2-die wafers of watos-config3 dies in a ring (dies 0-3 on wafer 0, 4-7 on wafer 1)."""
+    base = load_target("watos-config3")
+    return base.model_copy(update={
+        "topology": base.topology.model_copy(update={"rows": 2, "cols": 2}),
+        "systems": SystemLink(count=2, bandwidth_gb_per_s_per_direction=bandwidth, latency_us=1)})
+
+
+def test_a_send_across_wafers_by_hand():
+    target = two_wafers()
+    efficiency = target.device.efficiency.network
+    n = 1e9
+    assert collective_time(target, "p2p", n, [[3, 4]]) == pytest.approx(n / (400e9 * efficiency) + 1e-6)
+    # Two pairs crossing the same boundary share it; a pair inside a wafer runs on its mesh at once.
+    assert collective_time(target, "p2p", n, [[2, 5], [3, 4]]) == pytest.approx(2 * n / (400e9 * efficiency) + 1e-6)
+    assert collective_time(target, "p2p", n, [[0, 1]]) == pytest.approx(mesh_collective(target, "p2p", n, [[0, 1]])[0])
+
+
+def test_an_all_reduce_across_wafers_is_hierarchical():
+    """Members 0, 1 on wafer 0 and 4, 5 (its dies 0, 1) on wafer 1: reduce-scatter on each wafer, the
+    wafer ring (2 wafers: 2(w-1)/w·n = n over the boundary, 2 steps), all-gather on each wafer."""
+    target = two_wafers()
+    n = 1e9
+    on_wafer = (mesh_collective(target, "reduce_scatter", n, [[0, 1]])[0]
+                + mesh_collective(target, "all_gather", n, [[0, 1]])[0])
+    across = n / (400e9 * target.device.efficiency.network) + 2 * 1e-6
+    assert collective_time(target, "all_reduce", n, [[0, 1, 4, 5]]) == pytest.approx(on_wafer + across)
+    # Groups on separate wafers do not contend: the same links of different wafers are different links.
+    alone = collective_time(target, "all_reduce", n, [[0, 1]])
+    assert collective_time(target, "all_reduce", n, [[0, 1], [4, 5]]) == pytest.approx(alone)

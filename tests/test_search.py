@@ -219,3 +219,21 @@ def test_search_cli_says_in_one_line_when_nothing_fits(capsys, tmp_path, small_f
     err = capsys.readouterr().err
     assert err.startswith("watos: error: no plan fits") and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_several_wafers_are_placed_and_searched():
+    """Two 2 x 2-die wafers in a ring: compact placement fills wafer 0's slots before wafer 1's, groups
+    that cannot sit whole on one wafer are refused, and the search plans over all 8 dies."""
+    assert place("compact", 2, 2, 2, 1, 4, wafers=2) == [0, 1, 2, 3, 4, 5, 6, 7]
+    with pytest.raises(WatosError, match="do not fit whole"):
+        place("compact", 2, 2, 8, 1, 1, wafers=2)
+    from watos.frontend import from_hf_config
+    from watos.hardware import SystemLink
+
+    target = wafer(2, 2, 1.0).model_copy(update={"systems": SystemLink(count=2, bandwidth_gb_per_s_per_direction=400,
+                                                                       latency_us=1)})
+    problem = dataclasses.replace(make_problem(from_hf_config("llama", SMALL_LLAMA), target, seq=256),
+                                  micro_batches=(1,), interleaves=(1,))
+    assert problem.devices == 8
+    found = search(problem, generations=1)
+    assert Plan(**found["best"]["plan"]).devices == 8 and found["best"]["tokens_per_s"] > 0

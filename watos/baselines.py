@@ -75,7 +75,7 @@ def equal_peak_gpus(target: Target, template: str = GPU_TEMPLATE, gpus: int = GP
     """``gpus`` GPUs of one NVLink node whose totals equal the wafer's peak compute, DRAM capacity and
     DRAM bandwidth (the GPU template's network and efficiency)."""
     base = load_target(template)
-    dies = target.topology.rows * target.topology.cols if isinstance(target.topology, Mesh2D) else gpus
+    dies = target.dies or gpus
     d = target.device
     device = base.device.model_copy(update={
         "name": f"{base.device.name} x{dies / gpus:g} (equal to {target.name})",

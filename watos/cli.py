@@ -180,8 +180,7 @@ def _run_compile(args: argparse.Namespace) -> int:
     config = graph.model.config
     heads = config.get("num_attention_heads") or config.get("n_head") or 1
     kv_heads = config.get("num_key_value_heads") or heads
-    devices = target.devices_per_system * (target.systems.count if target.systems else 1) \
-        if target.topology.kind == "mesh2d" else None
+    devices = target.dies
     check_plan(plan, heads=heads, kv_heads=kv_heads, layers=max(graph.model.num_blocks, 1),
                seq_len=args.seq, devices=devices)
     with _staged_dumps(args.dump_ir) as instruments:

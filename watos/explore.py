@@ -22,7 +22,8 @@ from typing import Any
 
 from .documents import parse_yaml_mapping, read_file
 from .errors import WatosError
-from .search import Problem, capacity, evaluate, make_problem, model_state_bytes, shapes, summarise, with_gcmr
+from .search import (Problem, capacity, evaluate, make_problem, model_state_bytes, shapes, summarise, try_evaluate,
+                     with_gcmr)
 from .plan import Plan, check_plan
 from .template import Template, derive, instantiate, load_template
 
@@ -101,8 +102,8 @@ def quick_search(problem: Problem) -> tuple[Plan, dict] | None:
                        layers=problem.info["layers"], seq_len=problem.info["seq"], devices=problem.devices)
         except WatosError:
             continue
-        cost = evaluate(problem, plan)
-        chosen = with_gcmr(problem, plan, cost)
+        cost = try_evaluate(problem, plan)
+        chosen = None if isinstance(cost, str) else with_gcmr(problem, plan, cost)
         if chosen is None:
             continue
         tail = max(st["dp_exposed_s"] + st["optimizer_s"] for st in cost["stages"])

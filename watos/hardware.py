@@ -99,7 +99,8 @@ class Mesh2D(_Strict):
 
 
 class SystemLink(_Strict):
-    """Links between systems (wafers, or Cerebras systems through SwarmX)."""
+    """Links between systems (wafers, or Cerebras systems through SwarmX). Wafers form a ring: each joined
+    to the next by ``bandwidth_gb_per_s_per_direction`` in each direction."""
 
     count: int = Field(default=1, gt=0)
     bandwidth_gb_per_s_per_direction: Positive
@@ -130,6 +131,16 @@ class Target(_Strict):
         if isinstance(self.topology, Mesh2D):
             return self.topology.rows * self.topology.cols
         return self.topology.tiers[0].size
+
+    @property
+    def wafers(self) -> int:
+        """Wafers of a mesh target (``systems.count``; 1 without systems)."""
+        return self.systems.count if self.systems else 1
+
+    @property
+    def dies(self) -> int | None:
+        """Dies of every wafer of a mesh target (None for a switched target, which has any number)."""
+        return self.devices_per_system * self.wafers if isinstance(self.topology, Mesh2D) else None
 
 
 def load_target(spec: str | Path) -> Target:

@@ -37,7 +37,65 @@ def collective_time(target: Target, op: Collective, nbytes: float, groups: list[
         return 0.0
     if isinstance(target.topology, Switched):
         return _switched_time(target, target.topology, op, nbytes, groups[0])
-    return mesh_collective(target, op, nbytes, groups, placement)[0]
+    if target.wafers == 1:
+        return mesh_collective(target, op, nbytes, groups, placement)[0]
+    return _wafers_time(target, op, nbytes, [[placement[r] if placement is not None else r for r in g] for g in groups])
+
+
+# A collective spanning wafers runs hierarchically: the phases on each wafer's members, then the
+# wafer-to-wafer ring, then the rest on each wafer (all-reduce: reduce-scatter, ring, all-gather).
+_INNER = {"all_reduce": ("reduce_scatter", "all_gather"), "reduce_scatter": ("reduce_scatter",),
+          "all_gather": ("all_gather",), "all_to_all": ("all_to_all",), "p2p": ()}
+
+
+def _wafers_time(target: Target, op: Collective, nbytes: float, dies: list[list[int]]) -> float:
+    """Groups of dies (global ids, wafer = die // dies per wafer) on several wafers in a ring: each
+    wafer's part of every group on its mesh (all wafers at once), and for groups that span wafers the
+    wafer-to-wafer phase, whose busiest boundary carries, per spanning group, 2(w−1)/w·n (all-reduce:
+    every member's 1/k share of n, k members per wafer, round a ring of w wafers), (w−1)/w·n
+    (reduce-scatter, all-gather), a member's off-wafer blocks k(g−k)/g·n split over both directions
+    (all-to-all), or n per pair crossing it (p2p)."""
+    per = target.devices_per_system
+    parts = [_by_wafer(g, per) for g in dies]
+    spanning = [p for p in parts if len(p) > 1]
+    inner_ops = _INNER[op] if spanning else (op,)
+    inner = sum(_on_wafers(target, inner_op, nbytes, parts) for inner_op in inner_ops)
+    if not spanning:
+        return inner
+    link = target.systems
+    g, w = len(dies[0]), max(len(p) for p in spanning)
+    k = max(len(m) for p in spanning for m in p.values())
+    if op == "p2p":
+        crossings: dict[tuple[int, int], int] = defaultdict(int)
+        for p in spanning:
+            crossings[tuple(sorted(p))] += 1
+        crossing, steps = max(crossings.values()) * nbytes, 1
+        inner = _on_wafers(target, op, nbytes, [p for p in parts if len(p) == 1])
+    elif op == "all_to_all":
+        crossing, steps = len(spanning) * k * (g - k) / g * nbytes / 2, 1
+    else:
+        crossing, steps = len(spanning) * _RING_VOLUME[op] * (w - 1) / w * nbytes, _RING_STEPS[op] * (w - 1)
+    bandwidth = link.bandwidth_gb_per_s_per_direction * 1e9 * target.device.efficiency.network
+    across = crossing / bandwidth + steps * link.latency_us * 1e-6
+    return max(inner, across) if op == "p2p" else inner + across
+
+
+def _by_wafer(dies: list[int], per: int) -> dict[int, list[int]]:
+    """A group's members on each wafer, as dies of that wafer."""
+    members: dict[int, list[int]] = defaultdict(list)
+    for die in dies:
+        members[die // per].append(die % per)
+    return dict(members)
+
+
+def _on_wafers(target: Target, op: Collective, nbytes: float, parts: list[dict[int, list[int]]]) -> float:
+    """Every group's part on each wafer, run at once (same-sized parts per call), the slowest wafer."""
+    calls: dict[tuple[int, int], list[list[int]]] = defaultdict(list)
+    for p in parts:
+        for wafer, members in p.items():
+            if len(members) > 1:
+                calls[(wafer, len(members))].append(members)
+    return max((mesh_collective(target, op, nbytes, local)[0] for local in calls.values()), default=0.0)
 
 
 def _switched_time(target: Target, net: Switched, op: Collective, nbytes: float, group: list[int]) -> float:

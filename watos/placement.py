@@ -31,16 +31,23 @@ Coord = tuple[int, int]
 
 def place(strategy: Strategy, rows: int, cols: int, group: int, dp: int, pp: int, *,
           pipeline_bytes: float = 1.0, pairs: Sequence[tuple[int, int, float]] = (), seed: int = 0,
-          swaps: int = 400) -> list[int]:
-    """The die (row-major index) of every rank. ``pairs``: (sender stage, helper stage, bytes) of
-    cross-die checkpoint traffic, which ``optimized`` pulls close together."""
+          swaps: int = 400, wafers: int = 1) -> list[int]:
+    """The die of every rank (row-major index; wafer w's dies follow wafer w−1's). ``pairs``: (sender
+    stage, helper stage, bytes) of cross-die checkpoint traffic, which ``optimized`` pulls close
+    together. Several wafers take units in pipeline order, filling one wafer's slots before the next's."""
     units = dp * pp
-    if units * group > rows * cols:
-        raise WatosError(f"placement: the plan needs {units * group} dies, the mesh has {rows}x{cols} = {rows * cols}")
+    if units * group > rows * cols * wafers:
+        raise WatosError(f"placement: the plan needs {units * group} dies, the target has "
+                         f"{wafers} x {rows}x{cols} = {rows * cols * wafers}")
     if strategy == "row_major":
         return list(range(units * group))
-    slots = _rectangles(rows, cols, group, units) if strategy in ("compact", "optimized") else None
+    per_wafer = max(1, -(-units // wafers))
+    slots = _rectangles(rows, cols, group, per_wafer) if strategy in ("compact", "optimized") else None
     slots = slots or _runs(rows, cols, group)
+    slots = [[w * rows * cols + die for die in slot] for w in range(wafers) for slot in slots]
+    if len(slots) < units:
+        raise WatosError(f"placement {strategy}: {units} groups of {group} dies do not fit whole on "
+                         f"{wafers} x {rows}x{cols} dies (only {len(slots)} do); use row_major")
     order = list(range(units))  # unit u = d·pp + p sits on slot order[u]
     if strategy == "optimized":
         order = _optimise(order, slots, cols, group, dp, pp, pipeline_bytes, pairs, seed, swaps)

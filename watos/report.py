@@ -24,7 +24,7 @@ def build_report(graph: Graph, target: Target, plan: Plan) -> dict:
     """Dies, links and the step's timeline of a costed graph (see module docstring)."""
     cost = graph.analyses["cost"]
     mesh = target.topology
-    rows, cols = (mesh.rows, mesh.cols) if isinstance(mesh, Mesh2D) else (1, plan.devices)
+    rows, cols = (mesh.rows * target.wafers, mesh.cols) if isinstance(mesh, Mesh2D) else (1, plan.devices)
     dies_of_rank = graph.analyses["placement"]["dies"]
     group = plan.tp * plan.cp
     stage_of_die: dict[int, int] = {}
@@ -47,7 +47,9 @@ def build_report(graph: Graph, target: Target, plan: Plan) -> dict:
                      "compute_busy": min(1.0, busy),
                      "borrowed_out_gb": memory.get("borrowed_out_bytes", 0.0) / 1e9,
                      "borrowed_in_gb": memory.get("borrowed_in_bytes", 0.0) / 1e9})
-    links = _link_bytes(graph, target, plan) if isinstance(mesh, Mesh2D) and plan.strategy == "3d" else {}
+    # Link loads are drawn for one wafer (several wafers appear stacked, their D2D links not broken down).
+    links = _link_bytes(graph, target, plan) if isinstance(mesh, Mesh2D) and plan.strategy == "3d" \
+        and target.wafers == 1 else {}
     bandwidth = (mesh.link_bandwidth_gb_per_s_per_direction * mesh.links_per_edge * 1e9
                  if isinstance(mesh, Mesh2D) else 1.0)
     return {"target": target.name, "mesh": {"rows": rows, "cols": cols}, "step_time_s": step, "dies": dies,

@@ -82,7 +82,7 @@ def make_problem(source: Any, target: Target, *, seq: int, global_batch: int | N
     if devices is None:
         if not isinstance(target.topology, Mesh2D):
             raise WatosError(f"target {target.name} is a cluster of GPU nodes: give the number of GPUs (--devices N)")
-        devices = target.topology.rows * target.topology.cols
+        devices = target.dies
     source = watos.load_model(source) if not isinstance(source, watos.ModelSource) else source
     attention = attention_for(target.fusion)
 
@@ -100,6 +100,15 @@ def evaluate(problem: Problem, plan: Plan) -> dict:
     verify = _CHECKED not in graph.properties
     graph.properties.add(_CHECKED)
     return cost_plan(graph, problem.target, plan, dtype=problem.dtype, verify=verify).analyses["cost"]
+
+
+def try_evaluate(problem: Problem, plan: Plan) -> dict | str:
+    """:func:`evaluate`, or the one-line reason a plan cannot be costed (groups that cannot be placed
+    whole on a wafer)."""
+    try:
+        return evaluate(problem, plan)
+    except WatosError as exc:
+        return str(exc)
 
 
 _CHECKED = "costing_checked"  # a lowered graph the costing pipeline has run on with every check
@@ -165,7 +174,7 @@ def _transfer(problem: Problem, plan: Plan) -> Callable[[int, int, float], float
 
     mesh = problem.target.topology
     group = plan.tp * plan.cp
-    dies = place("compact", mesh.rows, mesh.cols, group, plan.dp, plan.pp)
+    dies = place("compact", mesh.rows, mesh.cols, group, plan.dp, plan.pp, wafers=problem.target.wafers)
     pipelines = parallel_groups(plan.tp, plan.cp, plan.dp, plan.pp)["pp"]
     in_flight = {s: min(plan.micro_batches, plan.pp - s) for s in range(plan.pp)}
 
@@ -195,7 +204,11 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
                                            f"has {capacity(problem.target) / 1e9:.3g}"})
             continue
         for plan in candidate_plans(problem, tp, pp, dp, "compact" if mesh else "row_major"):
-            chosen = with_gcmr(problem, plan, evaluate(problem, plan))
+            cost = try_evaluate(problem, plan)
+            if isinstance(cost, str):
+                rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp}, "plan": _plan_json(plan), "limited_by": cost})
+                continue
+            chosen = with_gcmr(problem, plan, cost)
             if chosen is None:
                 rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp}, "plan": _plan_json(plan),
                                  "limited_by": "memory: no recompute/borrowing choice fits"})
@@ -218,8 +231,8 @@ def _exact(problem: Problem, plans: list[Plan], mesh: bool) -> list[Outcome]:
     for plan in plans:
         for strategy in (STRATEGIES if mesh else ("row_major",)):
             candidate = plan.model_copy(update={"placement": strategy})
-            cost = evaluate(problem, candidate)
-            if cost["fits"]:
+            cost = try_evaluate(problem, candidate)
+            if not isinstance(cost, str) and cost["fits"]:
                 outcomes.append(Outcome(candidate, cost))
     return sorted(outcomes, key=lambda o: (o.cost["step_time_s"], _plan_key(o.plan)))
 
@@ -234,8 +247,8 @@ def _refine(problem: Problem, outcomes: list[Outcome], seed: int, generations: i
             child = _mutate(problem, parent.plan, rng)
             if child is None:
                 continue
-            cost = evaluate(problem, child)
-            if cost["fits"]:
+            cost = try_evaluate(problem, child)
+            if not isinstance(cost, str) and cost["fits"]:
                 children.append(Outcome(child, cost))
         population = _distinct(population + children)[:keep]
     return population
@@ -289,8 +302,8 @@ def exhaustive(problem: Problem) -> Outcome:
     (no borrowing); for checking the search on small spaces."""
     best = None
     for plan in _every_plan(problem):
-        cost = evaluate(problem, plan)
-        if cost["fits"] and (best is None or cost["step_time_s"] < best.cost["step_time_s"]):
+        cost = try_evaluate(problem, plan)
+        if not isinstance(cost, str) and cost["fits"] and (best is None or cost["step_time_s"] < best.cost["step_time_s"]):
             best = Outcome(plan, cost)
     if best is None:
         raise WatosError(f"no plan fits {problem.target.name}")
