@@ -18,13 +18,21 @@ import itertools
 import json
 import math
 import random
-from typing import Any
 
 from .documents import parse_yaml_mapping, read_file
 from .errors import WatosError
-from .search import (Problem, capacity, evaluate, make_problem, model_state_bytes, shapes, summarise, try_evaluate,
-                     with_gcmr)
 from .plan import Plan, check_plan
+from .search import (
+    Problem,
+    capacity,
+    evaluate,
+    make_problem,
+    model_state_bytes,
+    shapes,
+    summarise,
+    try_evaluate,
+    with_gcmr,
+)
 from .template import Template, derive, instantiate, load_template
 
 OBJECTIVES = ("throughput", "tokens-per-joule")

@@ -31,6 +31,7 @@ from .documents import parse_yaml_mapping, read_file
 from .errors import WatosError, describe_validation_error
 from .hardware import Target, target_from_data
 
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
