@@ -57,6 +57,11 @@ def op_cost(op: Op, type_of: TypeOf) -> tuple[int, int, int]:
     written = sum(t.nbytes for t in op.outputs)
     read = sum(t.nbytes for t in inputs)
     out = op.outputs[0]
+    if op.kind is OpKind.MATMUL and op.aten.startswith("aten._grouped_mm"):
+        # MoE experts: every routed row meets one expert's weight, so the work is that of one matmul of
+        # all rows (an [E, ., .] output is the weight gradient, summed over the rows of its expert).
+        rows_out = out.numel // (out.shape[0] if len(out.shape) == 3 else 1)
+        return 2 * rows_out * inputs[0].shape[-1], read, written
     if op.kind is OpKind.MATMUL:
         return 2 * out.numel * inputs[-2].shape[-1], read, written
     if op.kind is OpKind.ATTENTION:

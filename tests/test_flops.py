@@ -57,3 +57,21 @@ def test_eager_and_sdpa_attention_count_the_same_matmul_flops():
     sdpa = traced_summary("gpt3-1.3b", seq_len=512)
     eager = traced_summary("gpt3-1.3b", seq_len=512, attention="eager")
     assert eager["forward_flops"] == pytest.approx(sdpa["forward_flops"], rel=0.01)
+
+
+def test_moe_expert_matmuls_count_each_routed_token_once():
+    """Mixtral's grouped expert matmuls (transformers 5 ``_grouped_mm``): s·k routed rows through the fused
+    gate/up [E, h, 2f] and the down [E, f, h] weights: 6·(s·k)·h·f forward, twice that backward,
+    whatever the number of experts E."""
+    from conftest import FAMILIES
+    import watos
+    from watos.frontend import from_hf_config
+
+    config = FAMILIES["mixtral"]
+    s, k, h, f = 64, config["num_experts_per_tok"], config["hidden_size"], config["intermediate_size"]
+    graph = watos.trace(from_hf_config("mixtral", config), seq_len=s)
+    rep = graph.block_groups[0].representative
+    grouped = [op for op in graph.ops if op.block == rep and op.aten.startswith("aten._grouped_mm")]
+    forward = sum(op.flops for op in grouped if op.phase.value == "forward")
+    backward = sum(op.flops for op in grouped if op.phase.value == "backward")
+    assert forward == 6 * s * k * h * f and backward == 2 * forward
