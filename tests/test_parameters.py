@@ -28,7 +28,7 @@ def ir_parameter_count(graph) -> int:
 def test_every_model_is_shipped():
     expected = {"gpt2", "gpt3-1.3b", "gpt3-6.7b", "gpt3-13b", "gpt3-175b", "llama-30b", "llama2-7b",
                 "llama2-13b", "llama2-70b", "llama3-8b", "llama3-70b", "llama3.1-405b", "mistral-7b",
-                "mixtral-8x7b"}
+                "mixtral-8x7b", "deepseek-v3-671b", "qwen1.5-moe-a2.7b"}
     assert expected <= set(config_names())
 
 
@@ -47,6 +47,9 @@ def test_well_known_parameter_counts():
     assert traced("llama3-70b", seq_len=16).model.parameters == 70_553_706_496
     assert traced("mistral-7b", seq_len=16).model.parameters == 7_241_732_096
     assert traced("mixtral-8x7b", seq_len=16).model.parameters == 46_702_792_704
+    assert traced("qwen1.5-moe-a2.7b", seq_len=16).model.parameters == 14_315_784_192  # "14.3B"
+    # DeepSeek-V3's 671B main model (its released checkpoint adds a 14B multi-token-prediction module)
+    assert traced("deepseek-v3-671b", seq_len=16).model.parameters == 671_026_404_352
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
