@@ -6,13 +6,14 @@ files are written whole or not at all.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import WatosError
 
@@ -79,20 +80,6 @@ def _run_trace(args: argparse.Namespace) -> int:
     else:
         _print_trace(report, elapsed, args.dump_ir)
     return 0
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    if target.exists():
-        if not target.is_dir():
-            shutil.rmtree(staging, ignore_errors=True)
-            raise WatosError(f"--dump-ir {target}: exists and is not a directory")
-        for old in target.glob("[0-9][0-9][0-9]_*"):
-            old.unlink()
-        for new in staging.iterdir():
-            new.replace(target / new.name)
-        staging.rmdir()
-    else:
-        staging.replace(target)
 
 
 def _print_trace(report: dict[str, Any], elapsed: float, dump_dir: str | None) -> None:
@@ -196,28 +183,17 @@ def _run_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-class _staged_dumps:
-    """``--dump-ir DIR``: dumps go to a staging folder that replaces DIR only if all succeeds."""
+@contextlib.contextmanager
+def _staged_dumps(directory: str | None) -> Iterator[list[Any]]:
+    """``--dump-ir DIR``: the DumpIR instrument writing into a staging folder whose dumps replace DIR's
+    only if all succeeds (no instrument without DIR)."""
+    from .printers import DumpIR
 
-    def __init__(self, directory: str | None) -> None:
-        self.directory = directory
-        self.staging: Path | None = None
-
-    def __enter__(self) -> list[Any]:
-        from .printers import DumpIR
-
-        if not self.directory:
-            return []
-        self.staging = Path(tempfile.mkdtemp(prefix=".watos-dump-", dir=Path(self.directory).resolve().parent))
-        return [DumpIR(self.staging)]
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        if self.staging is None:
-            return
-        if kind is not None:
-            shutil.rmtree(self.staging, ignore_errors=True)
-        else:
-            _replace_dir(self.staging, Path(self.directory))
+    if not directory:
+        yield []
+        return
+    with _staged_files(directory, "--dump-ir", stale="[0-9][0-9][0-9]_*") as staging:
+        yield [DumpIR(staging)]
 
 
 def _print_compile(result: dict[str, Any]) -> None:
@@ -317,7 +293,7 @@ def _run_search(args: argparse.Namespace) -> int:
         plan = make_plan(found["best"]["plan"])
         report = {**result, **build_report(cost_plan(problem.lowered(plan.micro_batch), target, plan,
                                                        dtype=args.dtype), target, plan)}
-        with _staged_files(args.out) as staging:
+        with _staged_files(args.out, "--out") as staging:
             (staging / "report.json").write_text(json.dumps(report, sort_keys=True, indent=1) + "\n")
             write_chrome_trace(report, staging / "trace.json")
             write_mesh_png(report, staging / "mesh.png")
@@ -328,25 +304,24 @@ def _run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-class _staged_files:
-    """Files written into a staging folder and moved into DIR together, only if all of them succeed."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = Path(directory)
-
-    def __enter__(self) -> Path:
-        if self.directory.exists() and not self.directory.is_dir():
-            raise WatosError(f"--out {self.directory}: exists and is not a directory")
-        self.directory.resolve().parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=".watos-out-", dir=self.directory.resolve().parent))
-        return self.staging
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        if kind is None:
-            self.directory.mkdir(exist_ok=True)
-            for new in self.staging.iterdir():
-                new.replace(self.directory / new.name)
-        shutil.rmtree(self.staging, ignore_errors=True)
+@contextlib.contextmanager
+def _staged_files(directory: str, option: str, stale: str | None = None) -> Iterator[Path]:
+    """Files written into a staging folder beside DIR and moved into DIR together, only if all of them
+    succeed (``stale``: a glob of DIR's files the new ones replace); nothing is left half-written."""
+    target = Path(directory)
+    if target.exists() and not target.is_dir():
+        raise WatosError(f"{option} {target}: exists and is not a directory")
+    target.resolve().parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".watos-", dir=target.resolve().parent))
+    try:
+        yield staging
+        target.mkdir(exist_ok=True)
+        for old in target.glob(stale) if stale else ():
+            old.unlink()
+        for new in staging.iterdir():
+            new.replace(target / new.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _print_search(result: dict[str, Any]) -> None:
@@ -442,7 +417,7 @@ def _run_explore(args: argparse.Namespace) -> int:
         from .explore import FRONTS
         from .pareto import write_pareto_png
 
-        with _staged_files(args.out) as staging:
+        with _staged_files(args.out, "--out") as staging:
             (staging / "explore.json").write_text(json.dumps(result, sort_keys=True, indent=1) + "\n")
             write_pareto_png([p for p in result["points"] if "infeasible" not in p], list(FRONTS),
                              staging / "pareto.png", title=f"{result['template']}: {', '.join(args.models)}")
