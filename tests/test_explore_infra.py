@@ -71,12 +71,15 @@ def test_store_resume_skips_done(tmp_path):
     assert ResultStore(path).done() == {point_key(p): square(p) for p in points}
 
 
-def test_partial_last_line_is_dropped_and_truncated(tmp_path):
+@pytest.mark.parametrize("leftover", [b'{"key": "b", "rec', b"\0\0\0\n"], ids=["partial", "garbled"])
+def test_a_broken_last_line_is_dropped_and_truncated(tmp_path, leftover):
+    """A partial last line, or a garbled one that ends in a newline, is what a kill leaves: dropped,
+    truncated away, and the next append starts on a clean line."""
     path = tmp_path / "points.jsonl"
     ResultStore(path).append("a", {"v": 1})
     whole = path.read_bytes()
     with open(path, "ab") as f:
-        f.write(b'{"key": "b", "rec')
+        f.write(leftover)
     store = ResultStore(path)
     assert store.done() == {"a": {"v": 1}}
     assert path.read_bytes() == whole
@@ -84,16 +87,6 @@ def test_partial_last_line_is_dropped_and_truncated(tmp_path):
     lines = path.read_text().splitlines()[1:]
     assert [json.loads(line)["key"] for line in lines] == ["a", "c"]
     assert ResultStore(path).done() == {"a": {"v": 1}, "c": {"v": 3}}
-
-
-def test_garbled_last_line_with_newline_is_dropped(tmp_path):
-    path = tmp_path / "points.jsonl"
-    ResultStore(path).append("a", {"v": 1})
-    whole = path.read_bytes()
-    with open(path, "ab") as f:
-        f.write(b"\0\0\0\n")
-    assert ResultStore(path).done() == {"a": {"v": 1}}
-    assert path.read_bytes() == whole
 
 
 def test_malformed_middle_line_names_it(tmp_path):
