@@ -79,10 +79,10 @@ class Schedule(Pass):
         policies = graph.analyses["recompute"]["policy"]
 
         def stage_sum(s: int, key: str) -> float:
-            return sum(part(w, key) * n for w, n in _stage_segments(pipe, s, c.pp))
+            return sum(part(w, key) * n for w, n in stage_segments(pipe, s, c.pp))
 
         sizes = _parameter_sizes(graph, c.tp)
-        memory = [_memory(graph, _stage_segments(pipe, s, c.pp), s, c, sizes) for s in range(c.pp)]
+        memory = [_memory(graph, stage_segments(pipe, s, c.pp), s, c, sizes) for s in range(c.pp)]
         dram = c.target.device.dram_bandwidth_gb_per_s * 1e9 * c.target.device.efficiency.memory
 
         def stage_time(s: int, policy: str) -> float:
@@ -111,14 +111,13 @@ class Schedule(Pass):
                 # What each recompute policy would cost this stage (GCMR chooses among them).
                 "options": {policy: {"time_per_microbatch_s": stage_time(s, policy),
                                      "total_bytes": memory[s]["total_bytes"] - memory[s]["activations_bytes"]
-                                     + _activation_bytes(graph, _stage_segments(pipe, s, c.pp), s, c, policy)}
+                                     + _activation_bytes(graph, stage_segments(pipe, s, c.pp), s, c, policy)}
                             for policy in POLICIES},
             })
         times = [st["time_per_microbatch_s"] for st in stages]
-        v = c.interleave if c.kind == "interleaved" or c.interleave > 1 else 1
-        pipeline_time = c.micro_batches * max(times) + (sum(times) - max(times)) / v
+        pipelined = pipeline_time(times, c.micro_batches, c.interleave)
         tail = max(st["dp_exposed_s"] + st["optimizer_s"] for st in stages)
-        step = pipeline_time + tail
+        step = pipelined + tail
         devices = c.tp * c.pp * c.dp * c.cp
         tokens = c.sequences_per_step * graph.model.seq_len
         model_flops = _model_flops(graph) * c.sequences_per_step / graph.model.micro_batch
@@ -148,7 +147,7 @@ class Schedule(Pass):
             "fits": peak_memory <= capacity,
             "breakdown_s": {
                 "compute": compute,
-                "bubble": pipeline_time - c.micro_batches * max(times),
+                "bubble": pipelined - c.micro_batches * max(times),
                 "recompute": c.micro_batches * max(stage_sum(s, f"recompute:{policies[s]}") for s in range(c.pp)),
                 "tp_comm": c.micro_batches * max(stage_sum(s, "tp_comm_fwd") + stage_sum(s, "tp_comm_bwd")
                                                  for s in range(c.pp)),
@@ -160,7 +159,15 @@ class Schedule(Pass):
         }
 
 
-def _stage_segments(pipe: dict, s: int, pp: int) -> list[tuple[str, int]]:
+def pipeline_time(stage_times: list[float], micro_batches: int, interleave: int = 1) -> float:
+    """Narayanan et al. 2021: m micro-batches through stages taking t_s each (v model chunks per stage):
+    m · max_s t_s + (Σ_s t_s − max_s t_s) / v (the module docstring)."""
+    slowest = max(stage_times)
+    return micro_batches * slowest + (sum(stage_times) - slowest) / interleave
+
+
+def stage_segments(pipe: dict, s: int, pp: int) -> list[tuple[str, int]]:
+    """(block group representative or ``pre``/``post``, how many) that stage ``s`` runs."""
     segments = list(pipe["stage_blocks"][s].items())
     if s == 0:
         segments.append(("pre", 1))
@@ -191,15 +198,15 @@ def _memory(graph: Graph, segments: list[tuple[str, int]], stage: int, c, sizes:
             "parameters": params}
 
 
-def in_flight(c, stage: int) -> float:
+def in_flight(kind: str, pp: int, interleave: int, micro_batches: int, stage: int) -> float:
     """Micro-batches whose activations stage ``stage`` holds at its peak (see module docstring)."""
-    if c.kind == "gpipe":
-        flight = c.micro_batches
-    elif c.interleave > 1:
-        flight = c.pp * (1 + (c.pp - 1) / (c.pp * c.interleave)) if stage == 0 else c.pp - stage
+    if kind == "gpipe":
+        flight = micro_batches
+    elif interleave > 1:
+        flight = pp * (1 + (pp - 1) / (pp * interleave)) if stage == 0 else pp - stage
     else:
-        flight = min(c.micro_batches, c.pp - stage)
-    return min(flight, max(c.micro_batches, 1) * c.interleave)
+        flight = min(micro_batches, pp - stage)
+    return min(flight, max(micro_batches, 1) * interleave)
 
 
 def _activation_bytes(graph: Graph, segments: list[tuple[str, int]], stage: int, c, policy: str) -> float:
@@ -207,7 +214,7 @@ def _activation_bytes(graph: Graph, segments: list[tuple[str, int]], stage: int,
     kept = recompute["block_bytes"][policy]
     per_microbatch = sum(kept.get(w, 0) * n for w, n in segments)
     per_microbatch += sum(recompute[f"{w}_bytes"] for w, _ in segments if w in ("pre", "post"))
-    return per_microbatch * in_flight(c, stage)
+    return per_microbatch * in_flight(c.kind, c.pp, c.interleave, c.micro_batches, stage)
 
 
 def _borrowing(graph: Graph, c, memory: list[dict], dies: list[int]) -> list[dict]:
@@ -218,8 +225,15 @@ def _borrowing(graph: Graph, c, memory: list[dict], dies: list[int]) -> list[dic
         stages[sender]["out"] += nbytes
         stages[helper]["in"] += nbytes
         stages[sender]["transfer_s"] += checkpoint_transfer_s(c.target, graph.analyses["groups"]["pp"], dies,
-                                                              sender, helper, nbytes, in_flight(c, sender))
+                                                              sender, helper, nbytes,
+                                                              in_flight(c.kind, c.pp, c.interleave, c.micro_batches, sender))
     return stages
+
+
+def checkpoint_traffic(nbytes: float, micro_batches_in_flight: float) -> float:
+    """Bytes per micro-batch a Sender's dies move to and from their Helpers for ``nbytes`` borrowed: the
+    borrowed share of each micro-batch's checkpoints, out in the forward and back in the backward."""
+    return 2 * nbytes / micro_batches_in_flight
 
 
 def checkpoint_transfer_s(target: Target, pipelines: list[list[int]], dies: list[int], sender: int, helper: int,
@@ -228,7 +242,7 @@ def checkpoint_transfer_s(target: Target, pipelines: list[list[int]], dies: list
     borrowed share of every micro-batch goes out in the forward and back in the backward (2·bytes /
     micro-batches in flight), from each Sender die to its counterpart Helper die over the D2D route, all
     pairs at once, no faster than the Helper's DRAM."""
-    traffic = 2 * nbytes / micro_batches_in_flight
+    traffic = checkpoint_traffic(nbytes, micro_batches_in_flight)
     dram = target.device.dram_bandwidth_gb_per_s * 1e9 * target.device.efficiency.memory
     pairs = [[g[sender], g[helper]] for g in pipelines]
     return max(collective_time(target, "p2p", traffic, pairs, dies), traffic / dram)

@@ -38,7 +38,7 @@ def costing_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass
         device_cost(target=target, dtype=dtype),
         schedule(target=target, **parallel, pp=plan.pp, dp=plan.dp, zero=plan.zero,
                  micro_batches=plan.micro_batches, sequences_per_step=plan.sequences_per_step,
-                 interleave=plan.interleave, kind="interleaved" if plan.interleave > 1 else plan.schedule,
+                 interleave=plan.interleave, kind=plan.pipeline_kind,
                  overlap_grad_reduce=plan.overlap_grad_reduce, dtype=dtype, strategy=plan.strategy,
                  borrow=tuple((b.sender, b.helper, b.gb * 1e9) for b in plan.borrow),
                  # main_grad += grad: read the 16-bit gradient and the main gradient, write the latter

@@ -114,19 +114,13 @@ def quick_search(problem: Problem) -> tuple[Plan, dict] | None:
         chosen = None if isinstance(cost, str) else with_gcmr(problem, plan, cost)
         if chosen is None:
             continue
-        tail = max(st["dp_exposed_s"] + st["optimizer_s"] for st in cost["stages"])
-        estimate = _pipeline_estimate(chosen, cost) + tail
+        plan, pipelined = chosen
+        estimate = pipelined + max(st["dp_exposed_s"] + st["optimizer_s"] for st in cost["stages"])
         if best is None or estimate < best[0]:
-            best = (estimate, chosen)
+            best = (estimate, plan)
     if best is None:
         return None
     return best[1], evaluate(problem, best[1])
-
-
-def _pipeline_estimate(plan: Plan, cost: dict) -> float:
-    policies = plan.recompute if not isinstance(plan.recompute, str) else (plan.recompute,) * plan.pp
-    times = [st["options"][p]["time_per_microbatch_s"] for st, p in zip(cost["stages"], policies)]
-    return plan.micro_batches * max(times) + (sum(times) - max(times)) / plan.interleave
 
 
 def evaluate_point(task: dict) -> dict:

@@ -20,6 +20,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .passes.schedule import pipeline_time
+
 Transfer = Callable[[int, int, float], float]  # (sender, helper, bytes) → seconds per micro-batch
 
 
@@ -57,7 +59,7 @@ def gcmr(stages: list[dict], capacity: float, micro_batches: int, interleave: in
             for s, (policy, t) in assignment.items():
                 times[s], policies[s] = t, policy
             borrow.extend(lent)
-        total = micro_batches * max(times) + (sum(times) - max(times)) / interleave
+        total = pipeline_time(times, micro_batches, interleave)
         if best is None or total < best.pipeline_time_s - 1e-12:
             best = Choice(tuple(policies), tuple(borrow), total, tuple(times))
     return best

@@ -72,6 +72,11 @@ class Plan(BaseModel):
         return self.global_batch or self.dp * self.micro_batch
 
     @property
+    def pipeline_kind(self) -> Schedule:
+        """The pipeline schedule run: interleaved 1F1B whenever stages hold several model chunks."""
+        return "interleaved" if self.interleave > 1 else self.schedule
+
+    @property
     def micro_batches(self) -> int:
         """Micro-batches per pipeline per step (m)."""
         return self.sequences_per_step // (self.dp * self.micro_batch)

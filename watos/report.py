@@ -16,6 +16,7 @@ from collections import defaultdict
 from .hardware import Mesh2D, Target
 from .ir import Graph, OpKind, Phase
 from .network import mesh_collective
+from .passes.schedule import checkpoint_traffic, in_flight, stage_segments
 from .plan import Plan
 from .timeline import pipeline_events
 
@@ -78,7 +79,7 @@ def _link_bytes(graph: Graph, target: Target, plan: Plan) -> dict[tuple, float]:
                 load[link] += b * runs
 
     for s in range(plan.pp):
-        counts = {**pipe["stage_blocks"][s], **({"pre": 1} if s == 0 else {}), **({"post": 1} if s == plan.pp - 1 else {})}
+        counts = dict(stage_segments(pipe, s, plan.pp))
         for op in graph.ops:
             where = str(op.block) if op.block is not None else op.attrs.get("segment", "post")
             if op.kind is not OpKind.COLLECTIVE or not counts.get(where):
@@ -91,7 +92,8 @@ def _link_bytes(graph: Graph, target: Target, plan: Plan) -> dict[tuple, float]:
     boundaries = [[g[s], g[s + 1]] for g in groups["pp"] for s in range(plan.pp - 1)]
     add("p2p", pipe["p2p_bytes"], boundaries, 2 * plan.interleave * plan.micro_batches)
     for b in plan.borrow:
-        traffic = 2 * b.gb * 1e9 / max(1, min(plan.micro_batches, plan.pp - b.sender))
+        flight = in_flight(plan.pipeline_kind, plan.pp, plan.interleave, plan.micro_batches, b.sender)
+        traffic = checkpoint_traffic(b.gb * 1e9, flight)
         add("p2p", traffic, [[g[b.sender], g[b.helper]] for g in groups["pp"]], plan.micro_batches)
     return dict(load)
 
@@ -104,8 +106,7 @@ def _timeline(cost: dict, plan: Plan, dies_of_rank: list[int], group: int) -> di
         return {"stage_dies": stage_dies, "events": [], "dma": [], "links": []}
     forward = [st["forward_s"] for st in stages]
     backward = [st["time_per_microbatch_s"] - st["forward_s"] for st in stages]
-    kind = "interleaved" if plan.interleave > 1 else plan.schedule
-    events = pipeline_events(forward, backward, plan.micro_batches, interleave=plan.interleave, kind=kind)
+    events = pipeline_events(forward, backward, plan.micro_batches, interleave=plan.interleave, kind=plan.pipeline_kind)
     dma = []
     for e in events:
         transfer = stages[e["stage"]].get("borrow_transfer_s", 0.0) / 2

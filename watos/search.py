@@ -29,7 +29,7 @@ from .gcmr import gcmr
 from .hardware import Mesh2D, Target
 from .ir import Graph
 from .passes.recompute import POLICIES
-from .passes.schedule import ADAM_STATE_BYTES, checkpoint_transfer_s
+from .passes.schedule import ADAM_STATE_BYTES, checkpoint_transfer_s, in_flight
 from .placement import STRATEGIES
 from .plan import Borrow, Plan, check_plan
 
@@ -153,8 +153,9 @@ def candidate_plans(problem: Problem, tp: int, pp: int, dp: int, placement: str)
         yield plan
 
 
-def with_gcmr(problem: Problem, plan: Plan, cost: dict) -> Plan | None:
-    """The plan with GCMR's per-stage recompute and borrowing (None: nothing fits)."""
+def with_gcmr(problem: Problem, plan: Plan, cost: dict) -> tuple[Plan, float] | None:
+    """The plan with GCMR's per-stage recompute and borrowing, and GCMR's estimate of its pipeline time
+    (None: nothing fits)."""
     stages = [{**st, "options": {p: o for p, o in st["options"].items() if p in problem.policies}}
               for st in cost["stages"]]
     transfer = _transfer(problem, plan) if isinstance(problem.target.topology, Mesh2D) and plan.pp > 1 else None
@@ -163,7 +164,7 @@ def with_gcmr(problem: Problem, plan: Plan, cost: dict) -> Plan | None:
         return None
     policies = choice.policies[0] if len(set(choice.policies)) == 1 else choice.policies
     borrow = tuple(Borrow(sender=s, helper=h, gb=b / 1e9) for s, h, b in choice.borrow)
-    return plan.model_copy(update={"recompute": policies, "borrow": borrow})
+    return plan.model_copy(update={"recompute": policies, "borrow": borrow}), choice.pipeline_time_s
 
 
 def _transfer(problem: Problem, plan: Plan) -> Callable[[int, int, float], float]:
@@ -176,11 +177,11 @@ def _transfer(problem: Problem, plan: Plan) -> Callable[[int, int, float], float
     group = plan.tp * plan.cp
     dies = place("compact", mesh.rows, mesh.cols, group, plan.dp, plan.pp, wafers=problem.target.wafers)
     pipelines = parallel_groups(plan.tp, plan.cp, plan.dp, plan.pp)["pp"]
-    in_flight = {s: min(plan.micro_batches, plan.pp - s) for s in range(plan.pp)}
 
     @functools.cache
     def seconds(sender: int, helper: int, nbytes: float) -> float:
-        return checkpoint_transfer_s(problem.target, pipelines, dies, sender, helper, nbytes, in_flight[sender])
+        flight = in_flight(plan.pipeline_kind, plan.pp, plan.interleave, plan.micro_batches, sender)
+        return checkpoint_transfer_s(problem.target, pipelines, dies, sender, helper, nbytes, flight)
 
     return seconds
 
@@ -213,7 +214,7 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
                 rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp}, "plan": _plan_json(plan),
                                  "limited_by": "memory: no recompute/borrowing choice fits"})
                 continue
-            screened.append((evaluate(problem, chosen)["step_time_s"], chosen))
+            screened.append((evaluate(problem, chosen[0])["step_time_s"], chosen[0]))
     if not screened:
         raise WatosError(f"no plan fits {problem.target.name}: " + (rejected[0]["limited_by"] if rejected else "no shape divides"))
     screened.sort(key=lambda e: (e[0], _plan_key(e[1])))
