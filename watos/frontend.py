@@ -2,7 +2,8 @@
 
 A spec is one of
   * a shipped model name (``llama3-70b``; see ``models/configs``),
-  * a path to a Hugging Face ``config.json`` of any causal-LM family transformers knows,
+  * a path to a Hugging Face style ``config.json`` of any causal-LM family transformers knows, or of a
+    family defined in ``watos.models`` (``model_type: gshard``; see ``watos.models.DEFINITIONS``),
   * ``path/to/file.py:factory`` or ``package.module:attr`` naming a callable that returns an
     ``nn.Module`` (if that module also defines ``example_inputs(micro_batch, seq_len)``, its result
     is the model's input),
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .documents import parse_json_object, read_file
-from .errors import WatosError
+from .errors import WatosError, describe_validation_error
 
 InputsFn = Callable[[int, int], Any]
 
@@ -48,15 +49,40 @@ def load_model(spec: Any, example_inputs: InputsFn | None = None) -> ModelSource
     from watos.models import config_names, config_text
 
     if (text := config_text(spec)) is not None:
-        return from_hf_config(spec, parse_json_object(text, f"models/configs/{spec}.json", "a config"))
+        return from_config(spec, parse_json_object(text, f"models/configs/{spec}.json", "a config"))
     path = Path(spec)
     if spec.endswith(".json"):
         data = parse_json_object(read_file(spec, "config file"), spec, "a config")
-        return from_hf_config(path.stem if path.name != "config.json" else path.parent.name or "config", data)
+        return from_config(path.stem if path.name != "config.json" else path.parent.name or "config", data)
     if ":" in spec:
         return _from_factory(spec, example_inputs)
     raise WatosError(f"unknown model {spec!r}: not a shipped name ({', '.join(config_names())}), "
                      "a config.json path, or file.py:factory / package.module:attr")
+
+
+def from_config(name: str, data: dict[str, Any]) -> ModelSource:
+    """A model source from a config dict: a family defined in ``watos.models`` if its ``model_type``
+    names one, else a transformers family (:func:`from_hf_config`)."""
+    from pydantic import ValidationError
+
+    from watos.models import definition
+
+    model_type = data.get("model_type")
+    module = definition(model_type) if isinstance(model_type, str) else None
+    if module is None:
+        return from_hf_config(name, data)
+    try:
+        config = module.Config(**{k: v for k, v in data.items() if not k.startswith("_")})
+    except ValidationError as exc:
+        raise WatosError(f"{name}: invalid {model_type} config: {describe_validation_error(exc)}") from None
+
+    def build(dtype: Any, attention: str) -> Any:
+        import torch
+
+        with torch.device("meta"):
+            return module.build(config, attention).to(dtype=dtype)
+
+    return ModelSource(name=name, family=model_type, build=build, config=config.model_dump())
 
 
 def from_hf_config(name: str, data: dict[str, Any]) -> ModelSource:
