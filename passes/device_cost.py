@@ -4,7 +4,9 @@ A kernel takes ``max(FLOPs / (peak · e), bytes / (bandwidth · e_mem)) + launch
 efficiency e depends on its per-device problem (``attrs["mnk"]``): it rises with the work and, sharply
 then saturating, with the smallest dimension, ``e = matmul_max · f/(f + f½) · d²/(d² + d½²)`` (a 128-wide
 head dimension runs well below peak, a 1024-wide split barely). Bytes come from SRAM when the op's working
-set fits there, else from DRAM. Work and traffic are divided by ``attrs["shard"]``. Collectives are
+set fits there, else from DRAM. Work and traffic are divided by ``attrs["shard"]``; an expert matmul's
+work is multiplied by ``attrs["load"]`` (the busiest rank under the routing model; ``shard`` already
+folded it, and the expert weights each rank holds, into the op's traffic). Collectives are
 costed by ``watos.network`` over the groups of ``analyses["groups"]``, all groups at once, on the dies
 of ``analyses["placement"]``.
 
@@ -23,6 +25,7 @@ from watos.hardware import Target
 from watos.ir import Graph, Op, OpKind, Phase
 from watos.network import collective_time
 from watos.pass_manager import Pass, PassConfig, register_pass
+from watos.passes.shard import PER_STEP_GROUPS
 
 
 @register_pass("device_cost")
@@ -62,7 +65,7 @@ class DeviceCost(Pass):
                 totals[where][f"recompute:{policy}"] += seconds
                 totals[where][f"recompute_flops:{policy}"] += op.flops
                 totals[where][f"recompute_device_flops:{policy}"] += per_device
-            once = "step_" if op.phase is Phase.OPTIMIZER or op.attrs.get("group") == "dp" else ""  # per step
+            once = "step_" if op.phase is Phase.OPTIMIZER or op.attrs.get("group") in PER_STEP_GROUPS else ""
             if op.kind is OpKind.COLLECTIVE:
                 totals[where][f"{once}network_bytes"] += op.attrs["bytes"]
             else:
@@ -101,7 +104,7 @@ class KernelModel:
             return 0.0
         in_sram = self.sram and (io <= self.sram_bytes or not self.dram)
         memory = io / (self.sram if in_sram else self.dram) if io else 0.0
-        compute = op.flops / shard / (self.peak * efficiency) if op.flops and op.kind in (
+        compute = op.flops * op.attrs.get("load", 1.0) / shard / (self.peak * efficiency) if op.flops and op.kind in (
             OpKind.MATMUL, OpKind.ATTENTION) else 0.0
         return max(compute, memory) + launches * self.launch
 

@@ -11,7 +11,9 @@ the last micro-batch when ``overlap_grad_reduce`` (only what exceeds it is expos
 follows, its work divided over data parallelism under ZeRO ≥ 1.
 
 Memory per device of stage s: 16-bit weights and gradients and fp32 Adam states (master, two moments:
-12 bytes per parameter), divided by ZeRO (1: states, 2: + gradients, 3: + weights, over dp·cp), plus
+12 bytes per parameter), divided by ZeRO (1: states, 2: + gradients, 3: + weights, over dp·cp; expert
+weights are first divided over the EP group, and ZeRO shards them over the dp·cp/ep ranks that share
+them, so a ZeRO-sharded share is total/(dp·cp) for both), plus
 activations of the micro-batches in flight (1F1B: min(m, p − s); interleaved: first stage
 p·(1 + (p−1)/(p·v)) chunk-micro-batches of L/(p·v) blocks; GPipe: m), plus the largest transient op
 output (workspace).
@@ -29,8 +31,11 @@ from watos.hardware import Target
 from watos.ir import DTYPE_BYTES, Graph, OpKind, Phase
 from watos.network import collective_time
 from watos.pass_manager import Pass, PassConfig, register_pass
+from watos.passes.shard import PER_STEP_GROUPS
 
 ADAM_STATE_BYTES = 12  # fp32 master weights and two fp32 moments per parameter
+# Communication on the critical path of every micro-batch: tensor, context and expert parallelism.
+_EXPOSED_COMM = tuple(f"{group}_comm_{phase}" for group in ("tp", "cp", "ep") for phase in ("fwd", "bwd"))
 
 
 @register_pass("schedule")
@@ -45,6 +50,7 @@ class Schedule(Pass):
         pp: int = 1
         dp: int = 1
         cp: int = 1
+        ep: int = 1
         zero: int = 0
         micro_batches: int = 1
         sequences_per_step: int = 1
@@ -81,26 +87,25 @@ class Schedule(Pass):
         def stage_sum(s: int, key: str) -> float:
             return sum(part(w, key) * n for w, n in stage_segments(pipe, s, c.pp))
 
-        sizes = _parameter_sizes(graph, c.tp)
+        sizes = _parameter_sizes(graph, c.tp, c.ep)
         memory = [_memory(graph, stage_segments(pipe, s, c.pp), s, c, sizes) for s in range(c.pp)]
         dram = c.target.device.dram_bandwidth_gb_per_s * 1e9 * c.target.device.efficiency.memory
 
         def stage_time(s: int, policy: str) -> float:
             """One micro-batch through stage s: its compute, recompute, exposed TP/CP communication, pipeline
             sends and gradient accumulation."""
-            return (sum(stage_sum(s, k) for k in ("fwd", "bwd", f"recompute:{policy}", "tp_comm_fwd", "tp_comm_bwd",
-                                                  "cp_comm_fwd", "cp_comm_bwd"))
+            return (sum(stage_sum(s, k) for k in ("fwd", "bwd", f"recompute:{policy}", *_EXPOSED_COMM))
                     + (2 * c.interleave * p2p if c.pp > 1 else 0)
                     + c.grad_accumulation_bytes * memory[s]["parameters"] / dram)
         borrowed = _borrowing(graph, c, memory, dies)
         stages = []
         for s in range(c.pp):
-            dp_comm = stage_sum(s, "dp_comm_bwd") + stage_sum(s, "dp_comm_fwd")
+            dp_comm = sum(stage_sum(s, f"{group}_comm_{phase}") for group in PER_STEP_GROUPS for phase in ("fwd", "bwd"))
             optimizer = stage_sum(s, "optimizer") / (c.dp * c.cp if c.zero >= 1 else 1)
             exposed_dp = max(0.0, dp_comm - stage_sum(s, "bwd")) if c.overlap_grad_reduce else dp_comm
             time = stage_time(s, policies[s])
             transfer = borrowed[s]["transfer_s"]
-            forward = stage_sum(s, "fwd") + stage_sum(s, "tp_comm_fwd") + stage_sum(s, "cp_comm_fwd")
+            forward = stage_sum(s, "fwd") + sum(stage_sum(s, k) for k in _EXPOSED_COMM if k.endswith("_fwd"))
             stages.append({
                 "stage": s, "recompute": policies[s], "time_per_microbatch_s": time + max(0.0, transfer - time),
                 "forward_s": forward, "borrow_transfer_s": transfer,
@@ -151,6 +156,8 @@ class Schedule(Pass):
                 "recompute": c.micro_batches * max(stage_sum(s, f"recompute:{policies[s]}") for s in range(c.pp)),
                 "tp_comm": c.micro_batches * max(stage_sum(s, "tp_comm_fwd") + stage_sum(s, "tp_comm_bwd")
                                                  for s in range(c.pp)),
+                "ep_comm": c.micro_batches * max(stage_sum(s, "ep_comm_fwd") + stage_sum(s, "ep_comm_bwd")
+                                                 for s in range(c.pp)),
                 "pp_comm": c.micro_batches * 2 * c.interleave * p2p if c.pp > 1 else 0.0,
                 "dp_exposed": max(st["dp_exposed_s"] for st in stages),
                 "optimizer": max(st["optimizer_s"] for st in stages),
@@ -184,11 +191,13 @@ def _model_flops(graph: Graph) -> float:
 
 def _memory(graph: Graph, segments: list[tuple[str, int]], stage: int, c, sizes: dict) -> dict:
     """Bytes per device on one stage (see module docstring); ``sizes`` from :func:`_parameter_sizes`."""
-    params = sum(sizes["params"].get(where, 0.0) * n for where, n in segments)
-    replicas = c.dp * c.cp
-    weights = 2 * params / (replicas if c.zero >= 3 else 1)
-    grads = 2 * params / (replicas if c.zero >= 2 else 1)
-    states = ADAM_STATE_BYTES * params / (replicas if c.zero >= 1 else 1)
+    params = sum(sizes["params"].get(where, 0.0) * n for where, n in segments)  # this die's share, EP applied
+    sharded = (params + (c.ep - 1) * sum(sizes["experts"].get(where, 0.0) * n for where, n in segments)) / (c.dp * c.cp)
+
+    def per_die(zero_level: int) -> float:
+        return sharded if c.zero >= zero_level else params
+
+    weights, grads, states = 2 * per_die(3), 2 * per_die(2), ADAM_STATE_BYTES * per_die(1)
     policy = graph.analyses["recompute"]["policy"][stage]
     activations = _activation_bytes(graph, segments, stage, c, policy)
     workspace = sizes["workspace"]
@@ -248,18 +257,24 @@ def checkpoint_transfer_s(target: Target, pipelines: list[list[int]], dies: list
     return max(collective_time(target, "p2p", traffic, pairs, dies), traffic / dram)
 
 
-def _parameter_sizes(graph: Graph, tp: int) -> dict:
-    """Per-device parameter counts of each block representative and of the pre/post segments, and
-    the largest transient op output (workspace)."""
+def _parameter_sizes(graph: Graph, tp: int, ep: int = 1) -> dict:
+    """Per-device parameter counts of each block representative and of the pre/post segments (``params``;
+    ``experts``: the expert weights among them), and the largest transient op output (workspace)."""
     split = set(graph.analyses.get("split_params", []))
+    expert = set(graph.analyses.get("expert_params", []))
     params: dict[str, float] = {}
+    experts: dict[str, float] = {}
     for op in graph.ops:
         if op.kind is OpKind.PARAM:
             where = str(op.block) if op.block is not None else _param_segment(graph, op)
-            params[where] = params.get(where, 0.0) + op.outputs[0].numel / (tp if op.attrs["name"] in split else 1)
+            numel = op.outputs[0].numel / (tp if op.attrs["name"] in split else 1)
+            if op.attrs["name"] in expert:
+                numel /= ep
+                experts[where] = experts.get(where, 0.0) + numel
+            params[where] = params.get(where, 0.0) + numel
     workspace = max((op.outputs[0].nbytes / op.attrs.get("shard", 1) for op in graph.ops
                      if op.phase is Phase.FORWARD and op.kind not in (OpKind.PARAM, OpKind.INPUT)), default=0)
-    return {"params": params, "workspace": workspace}
+    return {"params": params, "experts": experts, "workspace": workspace}
 
 
 def _param_segment(graph: Graph, param_op) -> str:

@@ -11,10 +11,19 @@ reduce-scatters their gradients). Data parallelism adds one gradient collective 
 all-reduce (ZeRO 0 and 1), or a reduce-scatter of gradients and an all-gather of parameters (ZeRO 2), and
 for ZeRO 3 an all-gather of parameters before the forward and again before the backward.
 
+Expert parallelism (GShard, Lepikhin et al. 2020 §2.2; Megatron-LM's MoE layer) splits the experts of an
+MoE layer over ``ep`` data-parallel ranks: expert weights (3-D parameters ``[E, ., .]``) are divided over
+the EP group, their gradients reduced over the remaining ``dp/ep`` ranks (group ``edp``), and the routed
+tokens travel to their experts' ranks and back by all-to-all (dispatch before the first expert matmul,
+combine after the last; the backward mirrors both). Under the routing model (:class:`watos.plan.Routing`)
+the busiest EP rank receives ``load`` times the mean of a balanced top-k routing, so dropless expert
+matmuls (``_grouped_mm``, one row per routed token) and the all-to-alls carry that factor; expert matmuls
+over static capacity buffers (GShard's einsum) already hold their padded rows in the graph.
+
 Per op: ``attrs["shard"]`` (how many devices share its work), ``attrs["mnk"]`` for
 matmuls (the per-device problem). Collectives are ops of kind ``collective`` with ``attrs["group"]`` and
 ``attrs["bytes"]`` (per device). ``analyses["groups"]`` lists the device ranks of every group, Megatron
-order: TP fastest, then CP, then DP, then PP.
+order: TP fastest, then CP, then DP, then PP; EP groups are runs of ``ep`` consecutive DP ranks.
 """
 from __future__ import annotations
 
@@ -23,6 +32,8 @@ import math
 from watos.ir import Graph, Op, OpKind, Phase, TensorType, Value
 from watos.pass_manager import Pass, PassConfig, register_pass
 from watos.passes.tensor_roles import SPLIT_ROLES
+
+PER_STEP_GROUPS = ("dp", "edp")  # gradient reduction: once per step, not per micro-batch
 
 
 @register_pass("shard")
@@ -39,11 +50,16 @@ class Shard(Pass):
         zero: int = 0
         sequence_parallel: bool = False
         grad_reduce_bytes: int = 4  # Megatron-LM reduces fp32 main gradients
+        ep: int = 1
+        load: float = 1.0  # routed tokens on the busiest EP rank over the mean (the routing model)
 
     def run(self, graph: Graph) -> None:
         c = self.config
         split_params = {p for op in graph.ops if op.attrs.get("tp_role") in ("column", "row") for p in op.params}
+        experts = expert_params(graph)
         collectives: dict[int, list[Op]] = {}
+        if c.ep > 1:
+            _expert_parallel(graph, experts, collectives, c)
         for op in graph.ops:
             role = op.attrs["tp_role"]
             tp_share = c.tp if role in SPLIT_ROLES or (c.sequence_parallel and op.block is not None
@@ -51,6 +67,9 @@ class Shard(Pass):
             cp_share = c.cp if op.phase is not Phase.OPTIMIZER and op.kind not in (OpKind.PARAM,) else 1
             if op.phase is Phase.OPTIMIZER:
                 tp_share = c.tp if op.attrs.get("param") in split_params else 1
+                # A rank updates only its experts; under ZeRO the schedule already divides by dp·cp.
+                if op.attrs.get("param") in experts and c.zero == 0:
+                    tp_share *= c.ep
             op.attrs["shard"] = tp_share * cp_share
             if op.kind is OpKind.MATMUL:
                 forward = graph.get(op.grad_of) if op.phase is Phase.BACKWARD else None
@@ -64,20 +83,83 @@ class Shard(Pass):
         for label, value in graph.outputs.items():
             if label.startswith("grad:") and c.dp * c.cp > 1:
                 name = label.removeprefix("grad:")
-                numel = graph.type_of(value).numel // (c.tp if name in split_params else 1)
+                expert = name in experts and c.ep > 1
+                numel = graph.type_of(value).numel // (c.tp if name in split_params else 1) // (c.ep if expert else 1)
                 nbytes = numel * c.grad_reduce_bytes
+                if expert and c.dp * c.cp == c.ep:
+                    continue  # every expert lives on one rank of its TP/CP coordinate: nothing to reduce
                 for kind in _data_parallel_collectives(c.zero):
                     collectives.setdefault(value[0], []).append(
-                        _collective(graph, kind, "dp", nbytes, value, graph.op(value[0]), param=name))
+                        _collective(graph, kind, "edp" if expert else "dp", nbytes, value, graph.op(value[0]),
+                                    param=name))
         _insert_after(graph, collectives)
-        graph.analyses["groups"] = parallel_groups(c.tp, c.cp, c.dp, c.pp)
+        graph.analyses["groups"] = parallel_groups(c.tp, c.cp, c.dp, c.pp, c.ep)
         graph.analyses["split_params"] = sorted(split_params)
+        graph.analyses["expert_params"] = sorted(experts) if c.ep > 1 else []
+
+
+def expert_params(graph: Graph) -> set[str]:
+    """Names of the expert weights: 3-D parameters ``[E, ., .]`` that a forward matmul reads."""
+    params = {op.attrs["name"]: op for op in graph.ops if op.kind is OpKind.PARAM}
+    return {name for op in graph.ops if op.phase is Phase.FORWARD and op.kind is OpKind.MATMUL
+            for name in op.params if len(params[name].outputs[0].shape) == 3}
+
+
+def expert_count(graph: Graph) -> int:
+    """Experts per MoE layer (the leading dimension of the expert weights); 0 for a dense model."""
+    names = expert_params(graph)
+    return max((op.outputs[0].shape[0] for op in graph.ops if op.kind is OpKind.PARAM and op.attrs["name"] in names),
+               default=0)
+
+
+def _expert_parallel(graph: Graph, experts: set[str], collectives: dict[int, list[Op]], c) -> None:
+    """Mark the expert matmuls of every block and add its dispatch and combine all-to-alls (module docstring)."""
+    forward: dict[int, list[Op]] = {}
+    for op in graph.ops:
+        if op.phase is Phase.FORWARD and op.kind is OpKind.MATMUL and experts.intersection(op.params):
+            forward.setdefault(op.block, []).append(op)
+    expert_ops = {op.id: op for ops in forward.values() for op in ops}
+    for op in graph.ops:
+        if op.phase is Phase.BACKWARD and op.grad_of in expert_ops and op.kind is OpKind.MATMUL:
+            expert_ops[op.id] = op
+    param_ops = {op.attrs["name"]: op for op in graph.ops if op.kind is OpKind.PARAM}
+    weight_shapes = {param_ops[name].outputs[0].shape for name in experts}
+    for op in expert_ops.values():
+        op.attrs["expert"] = True
+        load = c.load if op.aten.startswith("aten._grouped_mm") else 1.0  # dropless: the busiest rank's rows
+        read = [graph.type_of(v) for v in op.inputs if graph.op(graph.storage_root(v)[0]).attrs.get("name") in experts]
+        written = [t for t in op.outputs if t.shape in weight_shapes and op.phase is Phase.BACKWARD]  # weight gradients
+        weights = sum(t.nbytes for t in (*read, *written))
+        op.attrs.update(load=load, io_bytes=(op.attrs["io_bytes"] - weights) * load + weights / c.ep)
+    tokens_split = c.cp * (c.tp if c.sequence_parallel else 1)
+    for ops in forward.values():
+        first, last = ops[0], ops[-1]
+        dispatched = next(v for v in first.inputs if graph.op(graph.storage_root(v)[0]).kind is not OpKind.PARAM)
+        load = c.load if first.aten.startswith("aten._grouped_mm") else 1.0
+        dispatch = graph.type_of(dispatched).nbytes * load / tokens_split
+        combine = last.outputs[0].nbytes * load / tokens_split
+        collectives.setdefault(dispatched[0], []).append(
+            _collective(graph, "all_to_all", "ep", dispatch, dispatched, first, moe="dispatch"))
+        collectives.setdefault(last.id, []).append(
+            _collective(graph, "all_to_all", "ep", combine, last.out, last, moe="combine"))
+        backward_of_last = [op for op in expert_ops.values() if op.grad_of == last.id]
+        backward_of_first = [op for op in expert_ops.values() if op.grad_of == first.id]
+        if backward_of_last and backward_of_first:
+            entry, exit_ = min(backward_of_last, key=lambda o: o.id), max(backward_of_first, key=lambda o: o.id)
+            collectives.setdefault(entry.id, []).append(
+                _collective(graph, "all_to_all", "ep", combine, entry.out, entry, moe="combine gradient"))
+            collectives.setdefault(exit_.id, []).append(
+                _collective(graph, "all_to_all", "ep", dispatch, exit_.out, exit_, moe="dispatch gradient"))
 
 
 def _matmul_dims(graph: Graph, op: Op, role: str, tp: int, cp: int) -> list[int]:
-    """Per-device (m, n, k) of a forward matmul [.., m, k] x [k, n]: column-parallel splits n,
-    row-parallel splits k, a split batched matmul (attention heads) splits its batch."""
-    a, b = graph.type_of(op.inputs[-2]), graph.type_of(op.inputs[-1])
+    """Per-device (m, n, k) of a forward matmul [.., m, k] x [k, n] (a grouped expert matmul: all routed rows
+    [m, k] x [E, k, n]): column-parallel splits n, row-parallel splits k, a split batched matmul (attention
+    heads) splits its batch."""
+    grouped = op.aten.startswith("aten._grouped_mm")  # operands first, then the group offsets
+    a, b = (graph.type_of(v) for v in (op.inputs[:2] if grouped else op.inputs[-2:]))
+    if grouped:
+        a = TensorType(a.shape[-2:], a.dtype)
     batch = math.prod(a.shape[:-2]) if len(a.shape) > 2 else 1
     m, k, n = (a.shape[-2] if len(a.shape) >= 2 else 1), a.shape[-1], b.shape[-1]
     if role == "column":
@@ -134,12 +216,19 @@ def _insert_after(graph: Graph, collectives: dict[int, list[Op]]) -> None:
     graph.reindex()
 
 
-def parallel_groups(tp: int, cp: int, dp: int, pp: int) -> dict[str, list[list[int]]]:
-    """Device ranks of every TP, CP, DP and PP group (rank = t + tp·(c + cp·(d + dp·p)))."""
+def parallel_groups(tp: int, cp: int, dp: int, pp: int, ep: int = 1) -> dict[str, list[list[int]]]:
+    """Device ranks of every TP, CP, DP and PP group (rank = t + tp·(c + cp·(d + dp·p))), and for ``ep`` > 1
+    the EP groups (DP ranks r·ep … r·ep + ep − 1) and the expert-data-parallel groups across them."""
     def rank(t: int, c: int, d: int, p: int) -> int:
         return t + tp * (c + cp * (d + dp * p))
 
-    return {
+    expert = {} if ep == 1 else {
+        "ep": [[rank(t, c, r * ep + e, p) for e in range(ep)]
+               for p in range(pp) for r in range(dp // ep) for c in range(cp) for t in range(tp)],
+        "edp": [[rank(t, c, r * ep + e, p) for r in range(dp // ep) for c in range(cp)]
+                for p in range(pp) for e in range(ep) for t in range(tp)],
+    }
+    return {**expert,
         "tp": [[rank(t, c, d, p) for t in range(tp)] for p in range(pp) for d in range(dp) for c in range(cp)],
         "cp": [[rank(t, c, d, p) for c in range(cp)] for p in range(pp) for d in range(dp) for t in range(tp)],
         "dp": [[rank(t, c, d, p) for d in range(dp) for c in range(cp)] for p in range(pp) for t in range(tp)],

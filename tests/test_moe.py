@@ -40,3 +40,78 @@ def test_router_and_low_rank_projections_stay_whole_so_the_residual_stream_is_no
     residual = [op for op in graph.ops if op.phase is Phase.FORWARD and op.kind is OpKind.NORM]
     assert residual and all(op.attrs["tp_role"] == "replicated" for op in residual
                             if len(graph.type_of(op.inputs[0]).shape) == 3)
+
+
+MIXTRAL8 = dict(FAMILIES["mixtral"], num_local_experts=8)
+
+
+@pytest.fixture(scope="module")
+def mixtral8():
+    return lower(watos.trace(from_hf_config("mixtral", MIXTRAL8), seq_len=64), "none")
+
+
+def _costed(graph, **fields):
+    from watos.compile import cost_plan
+    from watos.hardware import load_target
+    from watos.plan import make_plan
+
+    plan = make_plan({"dp": 8, "zero": 1, "global_batch": 8, **fields})
+    wafer = load_target("watos-config3")
+    return cost_plan(graph, wafer.model_copy(update={"topology": wafer.topology.model_copy(update={"rows": 2, "cols": 4})}),
+                     plan)
+
+
+def test_expert_parallelism_divides_expert_weights_and_adds_four_all_to_alls_per_moe_block(mixtral8):
+    from watos.passes.shard import expert_params
+
+    experts = expert_params(mixtral8)
+    # blocks 0 and 1 are traced, block 2 is costed as a copy of block 1
+    assert experts == {f"model.layers.{b}.mlp.experts.{w}" for b in range(2) for w in ("gate_up_proj", "down_proj")}
+    h, f = MIXTRAL8["hidden_size"], MIXTRAL8["intermediate_size"]
+    expert_numel = 3 * 8 * 3 * h * f  # layers x experts x (gate, up, down)
+    plain, split = _costed(mixtral8, ep=1), _costed(mixtral8, ep=8)
+    memory = [g.analyses["cost"]["stages"][0]["memory"] for g in (plain, split)]
+    # bf16 weights and gradients lose 7/8 of the experts; ZeRO-1 states were already a 1/8 share of all
+    assert memory[0]["weights_bytes"] - memory[1]["weights_bytes"] == pytest.approx(2 * expert_numel * 7 / 8)
+    assert memory[0]["gradients_bytes"] - memory[1]["gradients_bytes"] == pytest.approx(2 * expert_numel * 7 / 8)
+    assert memory[0]["optimizer_bytes"] == pytest.approx(memory[1]["optimizer_bytes"])
+    moved = [op for op in split.ops if op.kind is OpKind.COLLECTIVE and op.attrs["group"] == "ep"]
+    # per traced MoE block: dispatch, combine and their gradients, each the routed rows (s·k of them) x h, bf16
+    routed = 64 * MIXTRAL8["num_experts_per_tok"] * MIXTRAL8["hidden_size"] * 2
+    assert sorted(op.attrs["moe"] for op in moved if op.block == 1) == [
+        "combine", "combine gradient", "dispatch", "dispatch gradient"]
+    assert {op.attrs["bytes"] for op in moved} == {routed}
+    # dp = ep: each expert has one copy per TP/CP coordinate, so expert gradients are not reduced
+    reduced = {op.attrs["param"] for op in split.ops if op.kind is OpKind.COLLECTIVE and "param" in op.attrs}
+    assert not reduced & experts and reduced
+    assert split.analyses["groups"]["ep"] == [list(range(8))]
+
+
+@pytest.mark.parametrize(("routing", "load"), [({"skew": 0.5}, 1.5), ({"skew": 0.5, "capacity_factor": 1.2}, 1.2)])
+def test_the_busiest_expert_rank_sets_expert_time_and_all_to_all_bytes(mixtral8, routing, load):
+    balanced, skewed = _costed(mixtral8, ep=4), _costed(mixtral8, ep=4, routing=routing)
+    from watos.hardware import load_target
+
+    launch = load_target("watos-config3").device.efficiency.kernel_overhead_us * 1e-6
+    pairs = list(zip(balanced.ops, skewed.ops))
+    experts = [(a, b) for a, b in pairs if a.attrs.get("expert")]
+    moved = [(a, b) for a, b in pairs if a.attrs.get("group") == "ep"]
+    dense = [(a, b) for a, b in pairs if a.kind is OpKind.MATMUL and not a.attrs.get("expert")]
+    assert len(experts) == 2 * 6 and len(moved) == 2 * 4 and dense
+    for a, b in experts:  # roofline time without the launch scales with the rows the busiest rank gets
+        assert b.attrs["time_s"] - launch == pytest.approx(load * (a.attrs["time_s"] - launch))
+    for a, b in moved:
+        assert b.attrs["bytes"] == pytest.approx(load * a.attrs["bytes"], rel=1e-4)
+    assert all(a.attrs["time_s"] == b.attrs["time_s"] for a, b in dense)
+
+
+@pytest.mark.parametrize(("fields", "message"), [({"ep": 3, "dp": 6}, "ep=3 must divide dp=6 and the 8 experts"),
+                                                 ({"ep": 16, "dp": 16}, "ep=16 must divide dp=16 and the 8 experts")])
+def test_expert_parallel_degree_must_divide_dp_and_the_experts(fields, message):
+    from watos.errors import WatosError
+    from watos.plan import check_plan, make_plan
+
+    with pytest.raises(WatosError, match=message):
+        check_plan(make_plan(fields), heads=4, kv_heads=2, layers=3, seq_len=64, experts=8)
+    with pytest.raises(WatosError, match="has no experts"):
+        check_plan(make_plan({"ep": 2, "dp": 2}), heads=4, kv_heads=2, layers=3, seq_len=64)

@@ -4,7 +4,8 @@
   power of two up to 8 dividing the heads), sequence parallelism with TP, the distributed optimizer
   (ZeRO-1) with DP, the fewest pipeline stages that fit, plain 1F1B, one recompute policy for every stage
   (the least recomputation that fits), row-major placement, no cross-die memory; the micro-batch size is
-  tuned (1, 2 or 4), as a Megatron user would.
+  tuned (1, 2 or 4), as a Megatron user would. An MoE model's experts are split over the largest
+  expert-parallel group its data-parallel ranks and experts allow (Megatron-LM's MoE guidance: EP over DP).
 * ``cerebras-ws``: Cerebras weight streaming on the wafer: weights (and optimizer) off-wafer, streamed
   in layer by layer through the wafer's I/O and broadcast to every die, gradients streamed out the same
   way; activations stay on the dies; the dies are data parallel. Micro-batch and recomputation are
@@ -19,7 +20,7 @@ import itertools
 
 from .hardware import Mesh2D, Target, WeightStreaming, load_target
 from .plan import Plan
-from .search import Outcome, Problem, capacity, evaluate, summarise
+from .search import Outcome, Problem, capacity, evaluate, expert_degrees, summarise
 
 GPU_TEMPLATE = "dgx-b200"
 GPUS = 8
@@ -37,7 +38,8 @@ def megatron(problem: Problem) -> Outcome | None:
         for recompute in ("none", "selective", "full"):
             fitting = []
             for mb in problem.micro_batches:
-                plan = Plan(tp=tp, pp=pp, dp=dp, zero=1 if dp > 1 else 0, micro_batch=mb,
+                plan = Plan(tp=tp, pp=pp, dp=dp, ep=max(expert_degrees(problem, dp)), routing=problem.routing,
+                            zero=1 if dp > 1 else 0, micro_batch=mb,
                             global_batch=problem.global_batch, recompute=recompute, sequence_parallel=tp > 1)
                 if problem.global_batch % (dp * mb):
                     continue

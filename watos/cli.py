@@ -122,6 +122,8 @@ def _compile_parser(sub: Any) -> None:
     p.add_argument("--pp", type=int, help="pipeline stages")
     p.add_argument("--dp", type=int, help="data-parallel replicas")
     p.add_argument("--cp", type=int, help="context-parallel degree")
+    p.add_argument("--ep", type=int, help="expert-parallel degree (MoE; divides dp and the experts)")
+    _add_routing_flags(p)
     p.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help="ZeRO stage")
     p.add_argument("--micro-batch", type=int, help="sequences per micro-batch")
     p.add_argument("--global-batch", type=int, help="sequences per optimizer step")
@@ -137,6 +139,22 @@ def _compile_parser(sub: Any) -> None:
     p.set_defaults(run=_run_compile)
 
 
+def _add_routing_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--routing-skew", type=float, metavar="S",
+                   help="MoE routing model: the busiest expert-parallel rank gets (1+S)x the mean tokens (default 0)")
+    p.add_argument("--capacity-factor", type=float, metavar="C",
+                   help="MoE routing model: a rank accepts at most C x the mean tokens (default: dropless)")
+
+
+def _routing(args: argparse.Namespace, fields: dict | None = None) -> dict:
+    """The plan's ``routing`` fields: those of ``fields`` (a plan file), overridden by the flags."""
+    routing = dict((fields or {}).get("routing") or {})
+    for flag, name in (("routing_skew", "skew"), ("capacity_factor", "capacity_factor")):
+        if getattr(args, flag) is not None:
+            routing[name] = getattr(args, flag)
+    return routing
+
+
 def _recompute_flag(text: str) -> str | tuple[str, ...]:
     policies = tuple(text.split(","))
     unknown = [p for p in policies if p not in ("none", "selective", "full")]
@@ -145,7 +163,7 @@ def _recompute_flag(text: str) -> str | tuple[str, ...]:
     return policies[0] if len(policies) == 1 else policies
 
 
-_PLAN_FLAGS = ("tp", "pp", "dp", "cp", "zero", "micro_batch", "global_batch", "recompute", "sequence_parallel",
+_PLAN_FLAGS = ("tp", "pp", "dp", "cp", "ep", "zero", "micro_batch", "global_batch", "recompute", "sequence_parallel",
                "interleave", "strategy")
 
 
@@ -154,28 +172,25 @@ def _run_compile(args: argparse.Namespace) -> int:
     from .compile import attention_for, cost_plan, lower
     from .hardware import load_target
     from .pass_manager import PassManager, default_pipeline
-    from .plan import check_plan, load_plan, make_plan
+    from .plan import check_plan, load_plan, make_plan, model_limits, routing_note
     from .tracer import trace
 
     target = load_target(args.target)
     fields = load_plan(args.plan).model_dump() if args.plan else {}
     fields.update({k: getattr(args, k) for k in _PLAN_FLAGS if getattr(args, k) is not None})
-    plan = make_plan(fields)
+    plan = make_plan({**fields, "routing": _routing(args, fields)})
     source = load_model(args.model)
     graph = trace(source, seq_len=args.seq, micro_batch=plan.micro_batch, dtype=args.dtype,
                   attention=attention_for(target.fusion))
-    config = graph.model.config
-    heads = config.get("num_attention_heads") or config.get("n_head") or 1
-    kv_heads = config.get("num_key_value_heads") or heads
-    devices = target.dies
-    check_plan(plan, heads=heads, kv_heads=kv_heads, layers=max(graph.model.num_blocks, 1),
-               seq_len=args.seq, devices=devices)
+    check_plan(plan, **model_limits(graph), devices=target.dies)
     with _staged_dumps(args.dump_ir) as instruments:
         PassManager(default_pipeline(), instruments).run(graph)
         lowered = lower(graph, target.fusion, instruments=instruments)
         costed = cost_plan(lowered, target, plan, instruments=instruments, dtype=args.dtype)
     cost = {k: v for k, v in costed.analyses["cost"].items()}
     result = {"model": graph.model.name, "target": target.name, "plan": plan.model_dump(), **cost}
+    if note := routing_note(graph, plan.routing):
+        result["moe_routing"] = note
     if args.json:
         print(json.dumps(result, sort_keys=True, default=float))
     else:
@@ -201,9 +216,11 @@ def _print_compile(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     plan = result["plan"]
+    experts = f", ep {plan['ep']}" if plan["ep"] > 1 else ""
     table = Table(title=f"watos compile {result['model']} on {result['target']}  (tp {plan['tp']}, pp {plan['pp']}, "
-                        f"dp {plan['dp']}, cp {plan['cp']}, micro-batch {plan['micro_batch']}, recompute "
-                        f"{plan['recompute']})", show_header=False)
+                        f"dp {plan['dp']}{experts}, cp {plan['cp']}, micro-batch {plan['micro_batch']}, recompute "
+                        f"{plan['recompute']})", show_header=False,
+                  caption=f"MoE routing model: {result['moe_routing']}" if "moe_routing" in result else None)
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_row("step time", f"{result['step_time_s']:.4g} s")
@@ -266,6 +283,7 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--devices", type=int, metavar="N", help="devices of a switched target (a mesh uses all its dies)")
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     p.add_argument("--seed", type=int, default=0, help="seed of the evolutionary refinement (default 0)")
+    _add_routing_flags(p)
     p.add_argument("--out", metavar="DIR", help="write report.json, trace.json (Chrome/Perfetto) and mesh.png")
     p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
     p.set_defaults(run=_run_search)
@@ -275,6 +293,7 @@ def _run_search(args: argparse.Namespace) -> int:
     from .baselines import run_baselines
     from .compile import cost_plan
     from .hardware import load_target
+    from .plan import make_plan, routing_note
     from .report import build_report
     from .search import make_problem, search
 
@@ -282,12 +301,13 @@ def _run_search(args: argparse.Namespace) -> int:
     if args.seq < 1 or (args.global_batch is not None and args.global_batch < 1):
         raise WatosError("--seq and --global-batch must be positive")
     problem = make_problem(args.model, target, seq=args.seq, global_batch=args.global_batch, dtype=args.dtype,
-                           devices=args.devices)
+                           devices=args.devices, routing=make_plan({"routing": _routing(args)}).routing)
     found = search(problem, seed=args.seed)
     result = {"model": problem.traced(1).model.name, "target": target.name, "devices": problem.devices,
               "global_batch": problem.global_batch, "seq": args.seq, **found, "baselines": run_baselines(problem)}
+    if note := routing_note(problem.traced(1), problem.routing):
+        result["moe_routing"] = note
     if args.out:
-        from .plan import make_plan
         from .report_pictures import write_chrome_trace, write_mesh_png
 
         plan = make_plan(found["best"]["plan"])
@@ -329,7 +349,8 @@ def _print_search(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"watos search {result['model']} on {result['target']}  ({result['devices']} devices, "
-                        f"global batch {result['global_batch']} x {result['seq']} tokens)")
+                        f"global batch {result['global_batch']} x {result['seq']} tokens)",
+                  caption=f"MoE routing model: {result['moe_routing']}" if "moe_routing" in result else None)
     for column in ("strategy", "plan", "tokens/s", "vs megatron", "MFU", "peak DRAM GB/die", "DRAM used",
                    "compute busy", "limited by"):
         table.add_column(column, justify="left" if column in ("strategy", "plan", "limited by") else "right")
@@ -352,7 +373,8 @@ def _describe_plan(plan: dict[str, Any]) -> str:
     if plan["strategy"] == "weight-streaming":
         return f"weight streaming, dp {plan['dp']}, mb {plan['micro_batch']}, recompute {plan['recompute']}"
     recompute = plan["recompute"] if isinstance(plan["recompute"], str) else "/".join(p[0] for p in plan["recompute"])
-    parts = [f"tp {plan['tp']} pp {plan['pp']} dp {plan['dp']} zero {plan['zero']} mb {plan['micro_batch']}"]
+    experts = f" ep {plan['ep']}" if plan["ep"] > 1 else ""
+    parts = [f"tp {plan['tp']} pp {plan['pp']} dp {plan['dp']}{experts} zero {plan['zero']} mb {plan['micro_batch']}"]
     parts += ["sp"] if plan["sequence_parallel"] else []
     parts += [f"v{plan['interleave']}"] if plan["interleave"] > 1 else []
     parts += [f"rc {recompute}", plan["placement"]]

@@ -30,13 +30,13 @@ def costing_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass
     parallel = dict(tp=plan.tp, cp=plan.cp)
     return [
         shard(**parallel, pp=plan.pp, dp=plan.dp, zero=plan.zero, sequence_parallel=plan.sequence_parallel,
-              grad_reduce_bytes=DTYPE_BYTES[plan.grad_reduce_dtype]),
+              grad_reduce_bytes=DTYPE_BYTES[plan.grad_reduce_dtype], ep=plan.ep, load=plan.routing.load),
         pipeline(**parallel, pp=plan.pp, interleave=plan.interleave, sequence_parallel=plan.sequence_parallel),
         recompute(**parallel, policy=plan.recompute, sequence_parallel=plan.sequence_parallel),
         place(target=target, strategy=plan.placement, **parallel, dp=plan.dp, pp=plan.pp, seed=plan.seed,
               pairs=tuple((b.sender, b.helper, b.gb * 1e9) for b in plan.borrow)),
         device_cost(target=target, dtype=dtype),
-        schedule(target=target, **parallel, pp=plan.pp, dp=plan.dp, zero=plan.zero,
+        schedule(target=target, **parallel, pp=plan.pp, dp=plan.dp, ep=plan.ep, zero=plan.zero,
                  micro_batches=plan.micro_batches, sequences_per_step=plan.sequences_per_step,
                  interleave=plan.interleave, kind=plan.pipeline_kind,
                  overlap_grad_reduce=plan.overlap_grad_reduce, dtype=dtype, strategy=plan.strategy,

@@ -106,8 +106,7 @@ def quick_search(problem: Problem) -> tuple[Plan, dict] | None:
         plan = Plan(tp=tp, pp=pp, dp=dp, zero=zero, micro_batch=1, global_batch=problem.global_batch,
                     sequence_parallel=tp > 1, placement="compact")
         try:
-            check_plan(plan, heads=problem.info["heads"], kv_heads=problem.info["kv_heads"],
-                       layers=problem.info["layers"], seq_len=problem.info["seq"], devices=problem.devices)
+            check_plan(plan, **problem.limits, devices=problem.devices)
         except WatosError:
             continue
         cost = try_evaluate(problem, plan)

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .documents import parse_yaml_mapping, read_file
 from .errors import WatosError, describe_validation_error
+from .ir import Graph
 from .placement import Strategy
 
 Recompute = Literal["none", "selective", "full"]
@@ -24,6 +25,35 @@ class Borrow(BaseModel):
     gb: float = Field(gt=0)
 
 
+class Routing(BaseModel):
+    """The routing model of MoE layers, which fake tensors cannot trace (the token split is data dependent).
+
+    Balanced top-k: every token picks k experts and, on average, every expert-parallel rank receives an
+    equal share of the routed tokens. ``skew``: the busiest EP rank receives (1 + skew) times that mean
+    (0: perfectly balanced, as auxiliary-loss-free or loss-balanced training approaches). ``capacity_factor``
+    (GShard): each rank accepts at most that multiple of the mean and drops the rest; null: dropless. The
+    busiest rank, which every rank waits for in the all-to-all, carries ``load`` times the mean. A model whose
+    graph routes into static capacity buffers (GShard's einsum dispatch) already carries its padding and is
+    not scaled again.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    skew: float = Field(default=0.0, ge=0)
+    capacity_factor: float | None = Field(default=None, ge=1)
+
+    @property
+    def load(self) -> float:
+        """Routed tokens on the busiest EP rank over the balanced mean."""
+        return min(1 + self.skew, self.capacity_factor or float("inf"))
+
+    def describe(self, experts: int, top_k: int) -> str:
+        """One line for reports."""
+        dropping = f"capacity factor {self.capacity_factor:g}" if self.capacity_factor else "dropless"
+        return (f"balanced top-{top_k} of {experts} experts, busiest EP rank at {self.load:.2f}x the mean "
+                f"(skew {self.skew:g}, {dropping})")
+
+
 class Plan(BaseModel):
     """Parallel degrees and schedule knobs (Megatron-LM vocabulary).
 
@@ -33,7 +63,8 @@ class Plan(BaseModel):
     1 optimizer states, 2 + gradients, 3 + parameters sharded over data parallelism. ``strategy:
     weight-streaming`` keeps weights off-device (Cerebras). ``placement`` puts ranks on a mesh's dies
     (:mod:`watos.placement`; ``seed`` drives ``optimized``); ``borrow`` lists Sender/Helper checkpoint
-    storage.
+    storage. ``ep`` splits each MoE layer's experts over that many of the ``dp`` ranks (expert
+    parallelism; dense weights stay data parallel), routed under ``routing`` (:class:`Routing`).
 
     Gradients are accumulated over micro-batches in a main-gradient buffer of ``grad_reduce_dtype``
     (default fp32: Megatron-LM's ``accumulate_allreduce_grads_in_fp32``, which bf16 training forces;
@@ -49,6 +80,8 @@ class Plan(BaseModel):
     pp: int = Field(default=1, gt=0)
     dp: int = Field(default=1, gt=0)
     cp: int = Field(default=1, gt=0)
+    ep: int = Field(default=1, gt=0)
+    routing: Routing = Routing()
     zero: Literal[0, 1, 2, 3] = 0
     micro_batch: int = Field(default=1, gt=0)
     global_batch: int = Field(default=0, ge=0, description="sequences per step; 0 means dp·micro_batch")
@@ -82,9 +115,10 @@ class Plan(BaseModel):
         return self.sequences_per_step // (self.dp * self.micro_batch)
 
 
-def check_plan(plan: Plan, *, heads: int, kv_heads: int, layers: int, seq_len: int,
+def check_plan(plan: Plan, *, heads: int, kv_heads: int, layers: int, seq_len: int, experts: int = 0,
                devices: int | None = None) -> None:
-    """One-line errors for a plan that does not divide the model or the devices."""
+    """One-line errors for a plan that does not divide the model or the devices (``experts``: per MoE
+    layer, 0 for a dense model)."""
     if devices is not None and plan.devices != devices:
         raise WatosError(f"plan: tp·pp·dp·cp = {plan.tp}·{plan.pp}·{plan.dp}·{plan.cp} = {plan.devices}, "
                          f"but the target has {devices} devices")
@@ -100,6 +134,10 @@ def check_plan(plan: Plan, *, heads: int, kv_heads: int, layers: int, seq_len: i
         if max(b.sender, b.helper) >= plan.pp or b.sender == b.helper:
             raise WatosError(f"plan: borrow from stage {b.sender} into stage {b.helper} needs two different "
                              f"stages below pp={plan.pp}")
+    if plan.ep > 1 and not experts:
+        raise WatosError(f"plan: ep={plan.ep} but the model has no experts")
+    if plan.dp % plan.ep or (experts and experts % plan.ep):
+        raise WatosError(f"plan: ep={plan.ep} must divide dp={plan.dp} and the {experts} experts per layer")
     if seq_len % plan.cp:
         raise WatosError(f"plan: cp={plan.cp} does not divide the sequence length {seq_len}")
     per_replica = plan.dp * plan.micro_batch
@@ -110,6 +148,34 @@ def check_plan(plan: Plan, *, heads: int, kv_heads: int, layers: int, seq_len: i
         raise WatosError(f"plan: interleave={plan.interleave} needs pipeline stages (pp > 1)")
     if plan.interleave > 1 and plan.micro_batches % plan.pp:
         raise WatosError(f"plan: interleaving needs micro-batches ({plan.micro_batches}) to be a multiple of pp ({plan.pp})")
+
+
+def model_limits(graph: Graph) -> dict[str, int]:
+    """What a plan must divide, from a traced graph: the keyword arguments of :func:`check_plan`."""
+    from .passes.shard import expert_count
+
+    config = graph.model.config
+    heads = config.get("num_attention_heads") or config.get("n_head") or 1
+    return {"heads": heads, "kv_heads": config.get("num_key_value_heads") or heads,
+            "layers": max(graph.model.num_blocks, 1), "seq_len": graph.model.seq_len, "experts": expert_count(graph)}
+
+
+def routing_note(graph: Graph, routing: Routing) -> str | None:
+    """The routing model a report states for an MoE model (None for a dense model): experts per layer and
+    top-k from the graph (the top-k over expert scores), the busiest rank from ``routing`` for a dropless
+    model (grouped expert matmuls); a model routing into static capacity buffers carries them in its graph."""
+    from .passes.shard import expert_params
+
+    experts = model_limits(graph)["experts"]
+    if not experts:
+        return None
+    k = max((op.outputs[0].shape[-1] for op in graph.ops if op.target == "topk"
+             and graph.type_of(op.inputs[0]).shape[-1] == experts), default=1)
+    names = expert_params(graph)
+    if any(op.aten.startswith("aten._grouped_mm") for op in graph.ops if names.intersection(op.params)):
+        return routing.describe(experts, k)
+    return (f"top-{k} of {experts} experts into static capacity buffers traced in the model's graph (every EP "
+            "rank computes its experts' full buffers; tokens over capacity are dropped; no skew applied)")
 
 
 def load_plan(path: str) -> Plan:

@@ -27,11 +27,12 @@ from .compile import attention_for, cost_plan, lower
 from .errors import WatosError
 from .gcmr import gcmr
 from .hardware import Mesh2D, Target
-from .ir import Graph
+from .ir import Graph, OpKind
 from .passes.recompute import POLICIES
 from .passes.schedule import ADAM_STATE_BYTES, checkpoint_transfer_s, in_flight
+from .passes.shard import expert_params
 from .placement import STRATEGIES
-from .plan import Borrow, Plan, check_plan
+from .plan import Borrow, Plan, Routing, check_plan, model_limits
 
 MICRO_BATCHES = (1, 2, 4)
 INTERLEAVES = (1, 2)
@@ -49,6 +50,7 @@ class Problem:
     micro_batches: tuple[int, ...] = MICRO_BATCHES  # sizes tried
     interleaves: tuple[int, ...] = INTERLEAVES  # model chunks per stage tried
     policies: tuple[str, ...] = POLICIES  # recompute policies GCMR may choose
+    routing: Routing = Routing()  # the MoE routing model every plan is costed under
 
     def lowered(self, micro_batch: int) -> Graph:
         """The traced graph at ``micro_batch`` lowered for the target's fusion (cached)."""
@@ -59,13 +61,18 @@ class Problem:
         return dataclasses.replace(self, target=target, devices=devices or self.devices)
 
     @functools.cached_property
+    def limits(self) -> dict[str, int]:
+        """What a plan must divide (:func:`~watos.plan.model_limits`)."""
+        return model_limits(self.traced(1))
+
+    @functools.cached_property
     def info(self) -> dict[str, int]:
+        """:attr:`limits`, the parameter count and the expert parameters among them."""
         graph = self.traced(1)
-        config = graph.model.config
-        heads = config.get("num_attention_heads") or config.get("n_head") or 1
-        return {"heads": heads, "kv_heads": config.get("num_key_value_heads") or heads,
-                "layers": max(graph.model.num_blocks, 1), "seq": graph.model.seq_len,
-                "parameters": graph.model.parameters}
+        experts = expert_params(graph)
+        return {**self.limits, "parameters": graph.model.parameters,
+                "expert_parameters": sum(op.outputs[0].numel for op in graph.ops
+                                         if op.kind is OpKind.PARAM and op.attrs["name"] in experts)}
 
 
 @functools.lru_cache(maxsize=32)
@@ -74,7 +81,7 @@ def _lowered(traced: Callable[[int], Graph], micro_batch: int, fusion: str) -> G
 
 
 def make_problem(source: Any, target: Target, *, seq: int, global_batch: int | None = None,
-                 dtype: str = "bf16", devices: int | None = None) -> Problem:
+                 dtype: str = "bf16", devices: int | None = None, routing: Routing | None = None) -> Problem:
     """A problem for a model source (anything :func:`watos.load_model` takes) on all of a target's devices
     (a mesh's dies; ``devices`` for a switched target). Default batch: 16 sequences per device."""
     import watos
@@ -90,7 +97,7 @@ def make_problem(source: Any, target: Target, *, seq: int, global_batch: int | N
     def traced(micro_batch: int) -> Graph:
         return watos.trace(source, seq_len=seq, micro_batch=micro_batch, dtype=dtype, attention=attention)
 
-    return Problem(traced, target, devices, global_batch or 16 * devices, dtype)
+    return Problem(traced, target, devices, global_batch or 16 * devices, dtype, routing=routing or Routing())
 
 
 def evaluate(problem: Problem, plan: Plan) -> dict:
@@ -126,11 +133,19 @@ def shapes(problem: Problem) -> Iterator[tuple[int, int, int]]:
                 yield tp, pp, dp
 
 
-def model_state_bytes(problem: Problem, tp: int, pp: int, dp: int, zero: int) -> float:
-    """Weights, gradients and Adam states per device of an average stage (a lower bound on memory)."""
-    per_device = problem.info["parameters"] / (tp * pp)
-    return per_device * (2 / (dp if zero >= 3 else 1) + 2 / (dp if zero >= 2 else 1)
-                         + ADAM_STATE_BYTES / (dp if zero >= 1 else 1))
+def model_state_bytes(problem: Problem, tp: int, pp: int, dp: int, zero: int, ep: int = 1) -> float:
+    """Weights, gradients and Adam states per device of an average stage (a lower bound on memory;
+    expert weights divided over ``ep``, every ZeRO-sharded share over dp)."""
+    total = problem.info["parameters"] / (tp * pp)
+    local = total - problem.info["expert_parameters"] * (1 - 1 / ep) / (tp * pp)
+    return sum(nbytes * (total / dp if zero >= level else local)
+               for nbytes, level in ((2, 3), (2, 2), (ADAM_STATE_BYTES, 1)))
+
+
+def expert_degrees(problem: Problem, dp: int) -> list[int]:
+    """Expert-parallel degrees a shape allows: those dividing both dp and the experts per layer."""
+    experts = problem.limits["experts"]
+    return [e for e in _divisors(dp) if experts and experts % e == 0] or [1]
 
 
 def capacity(target: Target) -> float:
@@ -138,19 +153,26 @@ def capacity(target: Target) -> float:
 
 
 def candidate_plans(problem: Problem, tp: int, pp: int, dp: int, placement: str) -> Iterator[Plan]:
-    """Every knob combination of one shape that divides: ZeRO (1 when data parallel, 3 when that is
-    what fits), micro-batch, sequence parallelism, interleaving; recompute ``none`` (GCMR decides)."""
-    zeros = [0] if dp == 1 else [1] + ([3] if model_state_bytes(problem, tp, pp, dp, 1) > capacity(problem.target) else [])
-    for zero, mb, sp, v in itertools.product(zeros, problem.micro_batches, (False, True) if tp > 1 else (False,),
-                                             problem.interleaves):
-        plan = Plan(tp=tp, pp=pp, dp=dp, zero=zero, micro_batch=mb, global_batch=problem.global_batch,
-                    sequence_parallel=sp, interleave=v, placement=placement)
-        try:
-            check_plan(plan, heads=problem.info["heads"], kv_heads=problem.info["kv_heads"],
-                       layers=problem.info["layers"], seq_len=problem.info["seq"], devices=problem.devices)
-        except WatosError:
-            continue
-        yield plan
+    """Every knob combination of one shape that divides: expert parallelism (MoE), ZeRO (1 when data
+    parallel, 3 when that is what fits), micro-batch, sequence parallelism, interleaving; recompute
+    ``none`` (GCMR decides)."""
+    for ep in expert_degrees(problem, dp):
+        zero1 = model_state_bytes(problem, tp, pp, dp, 1, ep)
+        zeros = [0] if dp == 1 else [1] + ([3] if zero1 > capacity(problem.target) else [])
+        for zero, mb, sp, v in itertools.product(zeros, problem.micro_batches, (False, True) if tp > 1 else (False,),
+                                                 problem.interleaves):
+            yield from _checked(problem, Plan(
+                tp=tp, pp=pp, dp=dp, ep=ep, routing=problem.routing, zero=zero, micro_batch=mb,
+                global_batch=problem.global_batch, sequence_parallel=sp, interleave=v, placement=placement))
+
+
+def _checked(problem: Problem, plan: Plan) -> Iterator[Plan]:
+    """The plan, if it divides the model and the devices."""
+    try:
+        check_plan(plan, **problem.limits, devices=problem.devices)
+    except WatosError:
+        return
+    yield plan
 
 
 def with_gcmr(problem: Problem, plan: Plan, cost: dict) -> tuple[Plan, float] | None:
@@ -198,7 +220,8 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
     rejected: list[dict] = []
     screened: list[tuple[float, Plan]] = []
     for tp, pp, dp in shapes(problem):
-        states = min(model_state_bytes(problem, tp, pp, dp, z) for z in ((0,) if dp == 1 else (1, 3)))
+        states = min(model_state_bytes(problem, tp, pp, dp, z, max(expert_degrees(problem, dp)))
+                     for z in ((0,) if dp == 1 else (1, 3)))
         if states > capacity(problem.target):
             rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp},
                              "limited_by": f"memory: model states need {states / 1e9:.3g} GB/device, "
@@ -267,13 +290,7 @@ def _mutate(problem: Problem, plan: Plan, rng: random.Random) -> Plan | None:
         update = {"seed": plan.seed + 1 + rng.randrange(100), "placement": "optimized"}
     else:
         update = {"micro_batch": rng.choice([m for m in problem.micro_batches if m != plan.micro_batch] or [plan.micro_batch])}
-    child = plan.model_copy(update=update)
-    try:
-        check_plan(child, heads=problem.info["heads"], kv_heads=problem.info["kv_heads"],
-                   layers=problem.info["layers"], seq_len=problem.info["seq"], devices=problem.devices)
-    except WatosError:
-        return None
-    return child
+    return next(_checked(problem, plan.model_copy(update=update)), None)
 
 
 def _distinct(outcomes: list[Outcome], key: Callable[[Plan], Any] | None = None) -> list[Outcome]:
@@ -289,7 +306,7 @@ def _distinct(outcomes: list[Outcome], key: Callable[[Plan], Any] | None = None)
 
 def _config_key(plan: Plan) -> tuple:
     """A plan's parallel configuration, whatever its placement."""
-    return (plan.tp, plan.pp, plan.dp, plan.zero, plan.micro_batch, plan.sequence_parallel, plan.interleave,
+    return (plan.tp, plan.pp, plan.dp, plan.ep, plan.zero, plan.micro_batch, plan.sequence_parallel, plan.interleave,
             str(plan.recompute))
 
 
@@ -337,6 +354,7 @@ def limited_by(cost: dict) -> str:
     parts = {k: v for k, v in cost["breakdown_s"].items() if k not in ("compute",)}
     name, seconds = max(sorted(parts.items()), key=lambda kv: kv[1])
     labels = {"bubble": "pipeline bubble", "recompute": "recomputation", "tp_comm": "TP communication (a hot link)",
+              "ep_comm": "expert all-to-all",
               "pp_comm": "pipeline sends", "dp_exposed": "data-parallel gradient reduction", "optimizer": "optimizer"}
     return f"{labels.get(name, name)}: {seconds / cost['step_time_s']:.0%} of the step"
 
