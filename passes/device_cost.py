@@ -12,7 +12,8 @@ of ``analyses["placement"]``.
 
 Writes ``attrs["time_s"]`` on every op and ``analyses["device_cost"]``: seconds per micro-batch, per block
 group representative and for the ``pre``/``post`` segments, split into forward, backward, optimizer and
-the communication of each group; ``recompute:<policy>`` (and its FLOPs) is the forward work that
+the communication of each group per micro-batch (``<group>_comm_fwd|bwd``) and once per step
+(``step_comm``); ``recompute:<policy>`` (and its FLOPs) is the forward work that
 recompute policy re-runs in the backward; ``dram_bytes`` and ``network_bytes`` are the memory traffic of
 its kernels and the bytes its collectives hand to the network per device and micro-batch (``step_...``:
 once per step, the optimizer and gradient reduction), for energy.
@@ -25,7 +26,6 @@ from watos.hardware import Target
 from watos.ir import Graph, Op, OpKind, Phase
 from watos.network import collective_time
 from watos.pass_manager import Pass, PassConfig, register_pass
-from watos.passes.shard import PER_STEP_GROUPS
 
 
 @register_pass("device_cost")
@@ -53,7 +53,8 @@ class DeviceCost(Pass):
                     collective_cache[key] = collective_time(target, op.target, op.attrs["bytes"],
                                                             groups[op.attrs["group"]], dies)
                 seconds = collective_cache[key]
-                bucket = f"{op.attrs['group']}_comm_{'fwd' if op.phase is Phase.FORWARD else 'bwd'}"
+                bucket = "step_comm" if op.attrs.get("per_step") else \
+                    f"{op.attrs['group']}_comm_{'fwd' if op.phase is Phase.FORWARD else 'bwd'}"
             else:
                 seconds = kernel.op_time(graph, op)
                 bucket = {Phase.FORWARD: "fwd", Phase.BACKWARD: "bwd", Phase.OPTIMIZER: "optimizer"}[op.phase]
@@ -65,7 +66,7 @@ class DeviceCost(Pass):
                 totals[where][f"recompute:{policy}"] += seconds
                 totals[where][f"recompute_flops:{policy}"] += op.flops
                 totals[where][f"recompute_device_flops:{policy}"] += per_device
-            once = "step_" if op.phase is Phase.OPTIMIZER or op.attrs.get("group") in PER_STEP_GROUPS else ""
+            once = "step_" if op.phase is Phase.OPTIMIZER or op.attrs.get("per_step") else ""
             if op.kind is OpKind.COLLECTIVE:
                 totals[where][f"{once}network_bytes"] += op.attrs["bytes"]
             else:

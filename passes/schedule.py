@@ -1,12 +1,14 @@
 """schedule: simulate one training step of the pipeline and report time, throughput and memory.
 
-Per stage and micro-batch, t = forward + backward + recompute + exposed TP/CP communication of its
-blocks (and of the embedding on the first stage, the head and loss on the last), plus the p2p sends. For
+Per stage and micro-batch, t = forward + backward + recompute + exposed TP/CP/EP communication of its
+blocks (and of the embedding on the first stage, the head and loss on the last), plus the p2p sends, plus
+what ZeRO 2/3's per-micro-batch gradient reduce-scatters and parameter all-gathers take beyond the
+compute they are prefetched under (DeepSpeed and FSDP overlap them layer by layer). For
 m micro-batches over p stages with v model chunks per stage (Narayanan et al. 2021):
 
     T_pipeline = m · max_s t_s + (Σ_s t_s − max_s t_s) / v        (1F1B, interleaved 1F1B, GPipe)
 
-which is (m + (p−1)/v)·t for equal stages. Data-parallel gradient collectives overlap the backward of
+which is (m + (p−1)/v)·t for equal stages. Per-step data-parallel collectives overlap the backward of
 the last micro-batch when ``overlap_grad_reduce`` (only what exceeds it is exposed); the optimizer update
 follows, its work divided over data parallelism under ZeRO ≥ 1.
 
@@ -31,11 +33,12 @@ from watos.hardware import Target
 from watos.ir import DTYPE_BYTES, Graph, OpKind, Phase
 from watos.network import collective_time
 from watos.pass_manager import Pass, PassConfig, register_pass
-from watos.passes.shard import PER_STEP_GROUPS
 
 ADAM_STATE_BYTES = 12  # fp32 master weights and two fp32 moments per parameter
-# Communication on the critical path of every micro-batch: tensor, context and expert parallelism.
+# Communication on the critical path of every micro-batch: tensor, context and expert parallelism; and
+# ZeRO 2/3's per-micro-batch data-parallel collectives, which overlap the micro-batch's compute.
 _EXPOSED_COMM = tuple(f"{group}_comm_{phase}" for group in ("tp", "cp", "ep") for phase in ("fwd", "bwd"))
+_OVERLAPPED_COMM = tuple(f"{group}_comm_{phase}" for group in ("dp", "edp") for phase in ("fwd", "bwd"))
 
 
 @register_pass("schedule")
@@ -91,16 +94,22 @@ class Schedule(Pass):
         memory = [_memory(graph, stage_segments(pipe, s, c.pp), s, c, sizes) for s in range(c.pp)]
         dram = c.target.device.dram_bandwidth_gb_per_s * 1e9 * c.target.device.efficiency.memory
 
+        def zero_exposed(s: int, compute: float) -> float:
+            """ZeRO 2/3's per-micro-batch collectives of stage s beyond the compute that hides them."""
+            return max(0.0, sum(stage_sum(s, k) for k in _OVERLAPPED_COMM) - compute)
+
         def stage_time(s: int, policy: str) -> float:
-            """One micro-batch through stage s: its compute, recompute, exposed TP/CP communication, pipeline
-            sends and gradient accumulation."""
-            return (sum(stage_sum(s, k) for k in ("fwd", "bwd", f"recompute:{policy}", *_EXPOSED_COMM))
+            """One micro-batch through stage s: its compute, recompute, exposed TP/CP/EP and ZeRO communication,
+            pipeline sends and gradient accumulation."""
+            compute = sum(stage_sum(s, k) for k in ("fwd", "bwd", f"recompute:{policy}"))
+            return (compute + sum(stage_sum(s, k) for k in _EXPOSED_COMM) + zero_exposed(s, compute)
                     + (2 * c.interleave * p2p if c.pp > 1 else 0)
                     + c.grad_accumulation_bytes * memory[s]["parameters"] / dram)
+
         borrowed = _borrowing(graph, c, memory, dies)
         stages = []
         for s in range(c.pp):
-            dp_comm = sum(stage_sum(s, f"{group}_comm_{phase}") for group in PER_STEP_GROUPS for phase in ("fwd", "bwd"))
+            dp_comm = stage_sum(s, "step_comm")
             optimizer = stage_sum(s, "optimizer") / (c.dp * c.cp if c.zero >= 1 else 1)
             exposed_dp = max(0.0, dp_comm - stage_sum(s, "bwd")) if c.overlap_grad_reduce else dp_comm
             time = stage_time(s, policies[s])
@@ -158,6 +167,9 @@ class Schedule(Pass):
                                                  for s in range(c.pp)),
                 "ep_comm": c.micro_batches * max(stage_sum(s, "ep_comm_fwd") + stage_sum(s, "ep_comm_bwd")
                                                  for s in range(c.pp)),
+                "zero_comm": c.micro_batches * max(
+                    zero_exposed(s, sum(stage_sum(s, k) for k in ("fwd", "bwd", f"recompute:{policies[s]}")))
+                    for s in range(c.pp)),
                 "pp_comm": c.micro_batches * 2 * c.interleave * p2p if c.pp > 1 else 0.0,
                 "dp_exposed": max(st["dp_exposed_s"] for st in stages),
                 "optimizer": max(st["optimizer_s"] for st in stages),

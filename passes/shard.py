@@ -7,9 +7,13 @@ matmul's partial sums and a column-parallel matmul's input gradient are all-redu
 Sequence parallelism (Korthikanti et al. 2022) splits the replicated ops of a block (norms, dropout,
 residual adds) along the sequence and turns each all-reduce into a reduce-scatter plus an all-gather.
 Context parallelism splits every activation along the sequence; attention all-gathers K and V (and
-reduce-scatters their gradients). Data parallelism adds one gradient collective per parameter: an
-all-reduce (ZeRO 0 and 1), or a reduce-scatter of gradients and an all-gather of parameters (ZeRO 2), and
-for ZeRO 3 an all-gather of parameters before the forward and again before the backward.
+reduce-scatters their gradients). Data parallelism adds the collectives of each parameter: with ZeRO 0
+and 1 an all-reduce of the accumulated gradient once per step (Megatron-LM's distributed optimizer:
+reduce-scatter and all-gather, the same volume); ZeRO 2 keeps only a shard of the gradient, so every
+micro-batch's backward reduce-scatters it, and the updated parameters are all-gathered once per step;
+ZeRO 3 keeps only a shard of the parameters as well and all-gathers them before every micro-batch's
+forward and again before its backward (Rajbhandari et al. 2020, §5). Per-step collectives carry
+``attrs["per_step"]``.
 
 Expert parallelism (GShard, Lepikhin et al. 2020 §2.2; Megatron-LM's MoE layer) splits the experts of an
 MoE layer over ``ep`` data-parallel ranks: expert weights (3-D parameters ``[E, ., .]``) are divided over
@@ -33,7 +37,6 @@ from watos.ir import Graph, Op, OpKind, Phase, TensorType, Value
 from watos.pass_manager import Pass, PassConfig, register_pass
 from watos.passes.tensor_roles import SPLIT_ROLES
 
-PER_STEP_GROUPS = ("dp", "edp")  # gradient reduction: once per step, not per micro-batch
 
 
 @register_pass("shard")
@@ -88,10 +91,10 @@ class Shard(Pass):
                 nbytes = numel * c.grad_reduce_bytes
                 if expert and c.dp * c.cp == c.ep:
                     continue  # every expert lives on one rank of its TP/CP coordinate: nothing to reduce
-                for kind in _data_parallel_collectives(c.zero):
+                for kind, per_step in _data_parallel_collectives(c.zero):
                     collectives.setdefault(value[0], []).append(
                         _collective(graph, kind, "edp" if expert else "dp", nbytes, value, graph.op(value[0]),
-                                    param=name))
+                                    param=name, per_step=per_step))
         _insert_after(graph, collectives)
         graph.analyses["groups"] = parallel_groups(c.tp, c.cp, c.dp, c.pp, c.ep)
         graph.analyses["split_params"] = sorted(split_params)
@@ -191,12 +194,13 @@ def _context_parallel_exchange(graph: Graph, op: Op, c) -> Op:
     return _collective(graph, kind, "cp", key_value, op.inputs[1], op)
 
 
-def _data_parallel_collectives(zero: int) -> list[str]:
+def _data_parallel_collectives(zero: int) -> list[tuple[str, bool]]:
+    """(collective, once per step rather than per micro-batch) of one parameter (module docstring)."""
     if zero <= 1:
-        return ["all_reduce"]
+        return [("all_reduce", True)]
     if zero == 2:
-        return ["reduce_scatter", "all_gather"]
-    return ["reduce_scatter", "all_gather", "all_gather", "all_gather"]
+        return [("reduce_scatter", False), ("all_gather", True)]
+    return [("reduce_scatter", False), ("all_gather", False), ("all_gather", False)]
 
 
 def _collective(graph: Graph, kind: str, group: str, nbytes: int, value: Value, after: Op, **attrs) -> Op:

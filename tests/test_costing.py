@@ -136,3 +136,31 @@ def test_bad_plan_file(tmp_path, capsys, text, needle):
     assert main(["compile", "gpt2", "--target", "dgx-a100-80g", "--plan", str(plan)]) == 2
     err = capsys.readouterr().err
     assert needle in err and str(plan) in err and err.count("\n") == 1
+
+
+def test_zero3_gathers_parameters_every_micro_batch_and_hides_them_under_compute():
+    """ZeRO 3 (Rajbhandari et al. 2020): per parameter a gradient reduce-scatter and two parameter
+    all-gathers in every micro-batch; ZeRO 1 one all-reduce per step. On links 10^4 times slower the
+    per-micro-batch traffic outgrows the compute and the step grows with the micro-batches."""
+    hardware = load_target("watos-config3")
+    graph = small(1, hardware.fusion)
+
+    def costed(zero: int, micro_batches: int, target=hardware):
+        plan = Plan(dp=4, zero=zero, global_batch=4 * micro_batches)
+        return cost_plan(graph, target, plan)
+
+    for zero, expected in ((1, [("all_reduce", True)]),
+                           (3, [("reduce_scatter", False), ("all_gather", False), ("all_gather", False)])):
+        kinds: dict[str, list] = {}
+        for op in costed(zero, 2).ops:
+            if "per_step" in op.attrs:
+                kinds.setdefault(op.attrs["param"], []).append((op.target, op.attrs["per_step"]))
+        assert kinds and all(k == expected for k in kinds.values())
+    fast = [costed(3, m).analyses["cost"]["breakdown_s"]["zero_comm"] for m in (2, 4)]
+    assert fast == [0.0, 0.0]  # hidden under the compute of each micro-batch
+    mesh = hardware.topology
+    links = mesh.model_copy(update={"link_bandwidth_gb_per_s_per_direction": mesh.link_bandwidth_gb_per_s_per_direction / 1e4})
+    slow = hardware.model_copy(update={"topology": links})
+    exposed = [costed(3, m, slow).analyses["cost"]["breakdown_s"]["zero_comm"] for m in (2, 4)]
+    assert exposed[0] > 0 and exposed[1] == pytest.approx(2 * exposed[0])
+    assert costed(1, 4, slow).analyses["cost"]["breakdown_s"]["zero_comm"] == 0.0

@@ -115,3 +115,30 @@ def test_expert_parallel_degree_must_divide_dp_and_the_experts(fields, message):
         check_plan(make_plan(fields), heads=4, kv_heads=2, layers=3, seq_len=64, experts=8)
     with pytest.raises(WatosError, match="has no experts"):
         check_plan(make_plan({"ep": 2, "dp": 2}), heads=4, kv_heads=2, layers=3, seq_len=64)
+
+
+def test_search_splits_experts_when_memory_demands_and_reports_considered_plans():
+    """2x4 dies of 4 MB: replicated experts leave too little room, the best plan splits them; a plan given
+    to ``considered`` is costed (GCMR applied) and reported, one that does not divide says why."""
+    import dataclasses
+
+    from test_search import wafer
+    from watos.plan import Plan
+    from watos.search import make_problem, search
+
+    problem = make_problem(from_hf_config("mixtral", MIXTRAL8), wafer(2, 4, 0.004), seq=64, global_batch=16)
+    problem = dataclasses.replace(problem, micro_batches=(1, 2), interleaves=(1,))
+    found = search(problem, considered=[Plan(dp=8, ep=8, zero=1, global_batch=16), Plan(dp=8, ep=3, global_batch=16)])
+    assert found["best"]["plan"]["ep"] > 1 and found["best"]["peak_dram_gb_per_die"] <= 0.004
+    given, wrong = found["considered"]
+    assert given["plan"]["ep"] == 8 and 0 < given["tokens_per_s"] <= found["best"]["tokens_per_s"]
+    assert "ep=3 must divide dp=8" in wrong["limited_by"] and "tokens_per_s" not in wrong
+
+
+def test_consider_flag_errors_are_one_line(capsys):
+    from watos.cli import main
+
+    assert main(["search", "tests/fixtures/user_models.py:tiny_lm", "--target", "watos-config3",
+                 "--consider", "tp4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--consider 'tp4'" in err

@@ -284,6 +284,9 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     p.add_argument("--seed", type=int, default=0, help="seed of the evolutionary refinement (default 0)")
     _add_routing_flags(p)
+    p.add_argument("--consider", action="append", default=[], metavar="PLAN",
+                   help="also evaluate this plan (a plan YAML file, or fields such as tp=4,pp=14,dp=4,ep=4) and "
+                        "show its cost; repeatable")
     p.add_argument("--out", metavar="DIR", help="write report.json, trace.json (Chrome/Perfetto) and mesh.png")
     p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
     p.set_defaults(run=_run_search)
@@ -302,7 +305,7 @@ def _run_search(args: argparse.Namespace) -> int:
         raise WatosError("--seq and --global-batch must be positive")
     problem = make_problem(args.model, target, seq=args.seq, global_batch=args.global_batch, dtype=args.dtype,
                            devices=args.devices, routing=make_plan({"routing": _routing(args)}).routing)
-    found = search(problem, seed=args.seed)
+    found = search(problem, seed=args.seed, considered=[_considered_plan(spec, problem) for spec in args.consider])
     result = {"model": problem.traced(1).model.name, "target": target.name, "devices": problem.devices,
               "global_batch": problem.global_batch, "seq": args.seq, **found, "baselines": run_baselines(problem)}
     if note := routing_note(problem.traced(1), problem.routing):
@@ -322,6 +325,24 @@ def _run_search(args: argparse.Namespace) -> int:
     else:
         _print_search(result)
     return 0
+
+
+def _considered_plan(spec: str, problem: Any) -> Any:
+    """``--consider``: a plan file, or comma-separated ``field=value`` pairs (values read as YAML scalars);
+    the problem's global batch and routing model unless the plan gives its own."""
+    import yaml
+
+    from .plan import load_plan, make_plan
+
+    if spec.endswith((".yaml", ".yml")):
+        fields = load_plan(spec).model_dump(exclude_unset=True)
+    else:
+        pairs = [item.partition("=") for item in spec.split(",") if item]
+        if not pairs or any(not sep or not key for key, sep, _ in pairs):
+            raise WatosError(f"--consider {spec!r}: expected a plan YAML file or field=value pairs, e.g. tp=4,pp=14")
+        fields = {key.strip().replace("-", "_"): yaml.safe_load(value) for key, _, value in pairs}
+    return make_plan({"global_batch": problem.global_batch, "routing": problem.routing.model_dump(), **fields},
+                     f"--consider {spec}")
 
 
 @contextlib.contextmanager
@@ -356,10 +377,14 @@ def _print_search(result: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column in ("strategy", "plan", "limited by") else "right")
     megatron = result["baselines"].get("megatron", {}).get("tokens_per_s")
     rows = [("WATOS best", result["best"])] + [(f"  runner-up {i + 1}", r) for i, r in enumerate(result["runners_up"])]
+    rows += [("considered", r) for r in result["considered"]]
     rows += [(name, r) for name, r in result["baselines"].items()]
     for name, r in rows:
         if "infeasible" in r:
             table.add_row(name, r["infeasible"], *[""] * 7)
+            continue
+        if "tokens_per_s" not in r:  # a considered plan that cannot run
+            table.add_row(name, _describe_plan(r["plan"]), *[""] * 6, r["limited_by"])
             continue
         table.add_row(name, _describe_plan(r["plan"]), f"{r['tokens_per_s']:,.0f}",
                       f"{r['tokens_per_s'] / megatron:.2f}x" if megatron else "-", f"{r['mfu']:.1%}",

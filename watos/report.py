@@ -17,7 +17,6 @@ from .hardware import Mesh2D, Target
 from .ir import Graph, OpKind, Phase
 from .network import mesh_collective
 from .passes.schedule import checkpoint_traffic, in_flight, stage_segments
-from .passes.shard import PER_STEP_GROUPS
 from .plan import Plan
 from .timeline import pipeline_events
 
@@ -88,7 +87,7 @@ def _link_bytes(graph: Graph, target: Target, plan: Plan) -> dict[tuple, float]:
             name = op.attrs["group"]
             members = [g for g in groups[name] if g[0] // per_stage == s]
             rerun = 2 if op.phase is Phase.FORWARD and op.block is not None and policies[s] == "full" else 1
-            runs = counts[where] if name in PER_STEP_GROUPS else plan.micro_batches * counts[where] * rerun
+            runs = counts[where] if op.attrs.get("per_step") else plan.micro_batches * counts[where] * rerun
             add(op.target, op.attrs["bytes"], members, runs)
     boundaries = [[g[s], g[s + 1]] for g in groups["pp"] for s in range(plan.pp - 1)]
     add("p2p", pipe["p2p_bytes"], boundaries, 2 * plan.interleave * plan.micro_batches)

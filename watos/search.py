@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import itertools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,8 +214,11 @@ class Outcome:
     cost: dict
 
 
-def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int = 3) -> dict:
-    """The best plan, runners-up, and why the others lost (see module docstring)."""
+def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int = 3,
+           considered: Sequence[Plan] = ()) -> dict:
+    """The best plan, runners-up, and why the others lost (see module docstring); ``considered`` plans
+    (a user's, or a paper's) are evaluated as the screened ones are, reported whatever their rank
+    (``considered``), and compete for best."""
     mesh = isinstance(problem.target.topology, Mesh2D)
     rejected: list[dict] = []
     screened: list[tuple[float, Plan]] = []
@@ -228,16 +231,19 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
                                            f"has {capacity(problem.target) / 1e9:.3g}"})
             continue
         for plan in candidate_plans(problem, tp, pp, dp, "compact" if mesh else "row_major"):
-            cost = try_evaluate(problem, plan)
-            if isinstance(cost, str):
-                rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp}, "plan": _plan_json(plan), "limited_by": cost})
-                continue
-            chosen = with_gcmr(problem, plan, cost)
-            if chosen is None:
-                rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp}, "plan": _plan_json(plan),
-                                 "limited_by": "memory: no recompute/borrowing choice fits"})
-                continue
-            screened.append((evaluate(problem, chosen[0])["step_time_s"], chosen[0]))
+            outcome = _screen(problem, plan)
+            if isinstance(outcome, str):
+                rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp}, "plan": _plan_json(plan), "limited_by": outcome})
+            else:
+                screened.append((outcome.cost["step_time_s"], outcome.plan))
+    shown = []
+    for plan in considered:
+        outcome = _screen(problem, plan)
+        if isinstance(outcome, str):
+            shown.append({"plan": _plan_json(plan), "limited_by": outcome})
+        else:
+            shown.append(summarise(outcome.plan, outcome.cost))
+            screened.append((outcome.cost["step_time_s"], outcome.plan))
     if not screened:
         raise WatosError(f"no plan fits {problem.target.name}: " + (rejected[0]["limited_by"] if rejected else "no shape divides"))
     screened.sort(key=lambda e: (e[0], _plan_key(e[1])))
@@ -246,7 +252,22 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
     best, runners = outcomes[0], outcomes[1:keep]
     return {"best": summarise(best.plan, best.cost),
             "runners_up": [summarise(o.plan, o.cost) for o in runners],
-            "rejected": rejected, "evaluated": len(screened)}
+            "rejected": rejected, "evaluated": len(screened), "considered": shown}
+
+
+def _screen(problem: Problem, plan: Plan) -> Outcome | str:
+    """The plan with GCMR's recompute and borrowing and its cost, or the one-line reason it cannot run."""
+    try:
+        check_plan(plan, **problem.limits, devices=problem.devices)
+    except WatosError as exc:
+        return str(exc)
+    cost = try_evaluate(problem, plan)
+    if isinstance(cost, str):
+        return cost
+    chosen = with_gcmr(problem, plan, cost)
+    if chosen is None:
+        return "memory: no recompute/borrowing choice fits"
+    return Outcome(chosen[0], evaluate(problem, chosen[0]))
 
 
 def _exact(problem: Problem, plans: list[Plan], mesh: bool) -> list[Outcome]:
@@ -354,7 +375,7 @@ def limited_by(cost: dict) -> str:
     parts = {k: v for k, v in cost["breakdown_s"].items() if k not in ("compute",)}
     name, seconds = max(sorted(parts.items()), key=lambda kv: kv[1])
     labels = {"bubble": "pipeline bubble", "recompute": "recomputation", "tp_comm": "TP communication (a hot link)",
-              "ep_comm": "expert all-to-all",
+              "ep_comm": "expert all-to-all", "zero_comm": "ZeRO gathers and reductions per micro-batch",
               "pp_comm": "pipeline sends", "dp_exposed": "data-parallel gradient reduction", "optimizer": "optimizer"}
     return f"{labels.get(name, name)}: {seconds / cost['step_time_s']:.0%} of the step"
 
