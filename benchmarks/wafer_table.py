@@ -1,7 +1,8 @@
 """The docs/search.md comparison: WATOS's search against the megatron, cerebras-ws and megatron-gpu
-baselines for three models on the four WATOS wafer configurations (the paper's Figure-style comparison).
+baselines for the paper's five models: the dense ones and GShard-137B on the four WATOS wafer
+configurations, DeepSeek-V3-671B on the two 4-wafer systems (the paper's Figure-style comparison).
 
-    python benchmarks/wafer_table.py [--models llama-30b,llama3-70b,gpt3-175b] [--json]
+    python benchmarks/wafer_table.py [--models llama-30b,llama3-70b,gpt3-175b,gshard-137b,deepseek-v3-671b] [--json]
 
 Prints a Markdown table (tokens/s, ratios, per-die DRAM use and compute busy) and the geometric and
 arithmetic means of the speedups.
@@ -18,14 +19,15 @@ from watos.errors import WatosError
 from watos.hardware import load_target
 from watos.search import make_problem, search
 
-SEQ = {"llama-30b": 2048, "llama3-70b": 4096, "gpt3-175b": 2048}
-TARGETS = ("watos-config1", "watos-config2", "watos-config3", "watos-config4")
+SEQ = {"llama-30b": 2048, "llama3-70b": 4096, "gpt3-175b": 2048, "gshard-137b": 2048, "deepseek-v3-671b": 4096}
+WAFERS = ("watos-config1", "watos-config2", "watos-config3", "watos-config4")
+TARGETS = {"deepseek-v3-671b": ("watos-4wafer-1800", "watos-4wafer-400")}
 
 
 def rows(models: list[str]) -> list[dict]:
     result = []
     for model in models:
-        for name in TARGETS:
+        for name in TARGETS.get(model, WAFERS):
             problem = make_problem(model, load_target(name), seq=SEQ.get(model, 2048))
             try:
                 best = search(problem)["best"]

@@ -2,7 +2,7 @@
 import pytest
 
 from watos.hardware import SystemLink, load_target
-from watos.network import collective_time, mesh_collective, route_xy
+from watos.network import collective_time, link_loads, mesh_collective, route_xy
 
 
 def test_xy_route_goes_along_the_row_then_the_column():
@@ -100,3 +100,18 @@ def test_an_all_reduce_across_wafers_is_hierarchical():
     # Groups on separate wafers do not contend: the same links of different wafers are different links.
     alone = collective_time(target, "all_reduce", n, [[0, 1]])
     assert collective_time(target, "all_reduce", n, [[0, 1], [4, 5]]) == pytest.approx(alone)
+
+
+def test_link_loads_of_every_wafer_are_drawn_on_its_own_rows():
+    """Wafers are drawn stacked: wafer 1's die (r, c) is row r + 2. An all-reduce of [0, 1, 4, 5] loads
+    the 0-1 link of both wafers with its on-wafer phases (reduce-scatter, all-gather: n/2 each way on a
+    pair); an all-to-all on wafer 1 alone loads only wafer 1's rows, as on a single wafer."""
+    target = two_wafers()
+    n = 1e9
+    loads = link_loads(target, "all_reduce", n, [[0, 1, 2, 3]], [0, 1, 4, 5])
+    pair = mesh_collective(target, "reduce_scatter", n, [[0, 1]])[2]
+    pair = {k: v + mesh_collective(target, "all_gather", n, [[0, 1]])[2].get(k, 0) for k, v in pair.items()}
+    assert pair and loads == {**pair, **{(r + 2, c, r2 + 2, c2): b for (r, c, r2, c2), b in pair.items()}}
+    alone = mesh_collective(target, "all_to_all", n, [[0, 1, 2, 3]])[2]
+    assert link_loads(target, "all_to_all", n, [[0, 1, 2, 3]], [4, 5, 6, 7]) == {
+        (r + 2, c, r2 + 2, c2): b for (r, c, r2, c2), b in alone.items()}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from .hardware import Mesh2D, Switched, Target
@@ -90,12 +90,35 @@ def _by_wafer(dies: list[int], per: int) -> dict[int, list[int]]:
 
 def _on_wafers(target: Target, op: Collective, nbytes: float, parts: list[dict[int, list[int]]]) -> float:
     """Every group's part on each wafer, run at once (same-sized parts per call), the slowest wafer."""
+    return max((mesh_collective(target, op, nbytes, local)[0] for _, local in _wafer_calls(parts)), default=0.0)
+
+
+def _wafer_calls(parts: list[dict[int, list[int]]]) -> Iterator[tuple[int, list[list[int]]]]:
+    """(wafer, the same-sized parts of groups on it) for every mesh collective the wafers run at once."""
     calls: dict[tuple[int, int], list[list[int]]] = defaultdict(list)
     for p in parts:
         for wafer, members in p.items():
             if len(members) > 1:
                 calls[(wafer, len(members))].append(members)
-    return max((mesh_collective(target, op, nbytes, local)[0] for local in calls.values()), default=0.0)
+    return ((wafer, local) for (wafer, _), local in calls.items())
+
+
+def link_loads(target: Target, op: Collective, nbytes: float, groups: list[list[int]],
+               placement: Sequence[int]) -> dict[Link, float]:
+    """Bytes each directed die-to-die link carries for ``op`` run at once by every group (ranks placed on
+    dies by ``placement``), on one wafer or on each wafer of several (rows of wafer w offset by w·rows, as
+    the wafers are drawn stacked); the wafer-to-wafer phase of a spanning group is not on a D2D link."""
+    if target.wafers == 1:
+        return mesh_collective(target, op, nbytes, groups, placement)[2]
+    rows, per = target.topology.rows, target.devices_per_system
+    parts = [_by_wafer([placement[r] for r in g], per) for g in groups]
+    inner_ops = _INNER[op] if any(len(p) > 1 for p in parts) else (op,)
+    load: dict[Link, float] = defaultdict(float)
+    for inner_op in inner_ops:
+        for wafer, local in _wafer_calls(parts):
+            for (r, c, r2, c2), b in mesh_collective(target, inner_op, nbytes, local)[2].items():
+                load[(r + wafer * rows, c, r2 + wafer * rows, c2)] += b
+    return dict(load)
 
 
 def _switched_time(target: Target, net: Switched, op: Collective, nbytes: float, group: list[int]) -> float:

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from .hardware import Mesh2D, Target
 from .ir import Graph, OpKind, Phase
-from .network import mesh_collective
+from .network import link_loads
 from .passes.schedule import checkpoint_traffic, in_flight, stage_segments
 from .plan import Plan
 from .timeline import pipeline_events
@@ -48,9 +48,8 @@ def build_report(graph: Graph, target: Target, plan: Plan) -> dict:
                      "compute_busy": min(1.0, busy),
                      "borrowed_out_gb": memory.get("borrowed_out_bytes", 0.0) / 1e9,
                      "borrowed_in_gb": memory.get("borrowed_in_bytes", 0.0) / 1e9})
-    # Link loads are drawn for one wafer (several wafers appear stacked, their D2D links not broken down).
-    links = _link_bytes(graph, target, plan) if isinstance(mesh, Mesh2D) and plan.strategy == "3d" \
-        and target.wafers == 1 else {}
+    # Several wafers are drawn stacked, each with its own D2D links (wafer-to-wafer links are not drawn).
+    links = _link_bytes(graph, target, plan) if isinstance(mesh, Mesh2D) and plan.strategy == "3d" else {}
     bandwidth = (mesh.link_bandwidth_gb_per_s_per_direction * mesh.links_per_edge * 1e9
                  if isinstance(mesh, Mesh2D) else 1.0)
     return {"target": target.name, "mesh": {"rows": rows, "cols": cols}, "step_time_s": step, "dies": dies,
@@ -75,7 +74,7 @@ def _link_bytes(graph: Graph, target: Target, plan: Plan) -> dict[tuple, float]:
 
     def add(op: str, nbytes: float, members: list[list[int]], runs: float) -> None:
         if nbytes > 0 and runs > 0 and members and len(members[0]) > 1:
-            for link, b in mesh_collective(target, op, nbytes, members, dies)[2].items():
+            for link, b in link_loads(target, op, nbytes, members, dies).items():
                 load[link] += b * runs
 
     for s in range(plan.pp):
