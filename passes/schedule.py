@@ -18,7 +18,7 @@ weights are first divided over the EP group, and ZeRO shards them over the dp·c
 them, so a ZeRO-sharded share is total/(dp·cp) for both), plus
 activations of the micro-batches in flight (1F1B: min(m, p − s); interleaved: first stage
 p·(1 + (p−1)/(p·v)) chunk-micro-batches of L/(p·v) blocks; GPipe: m), plus the largest transient op
-output (workspace).
+output and, under ZeRO 3, two blocks' gathered 16-bit parameters (workspace).
 
 Writes ``analyses["cost"]``: step time, tokens/s, MFU, HFU, peak memory, a breakdown, per-stage figures.
 """
@@ -212,7 +212,9 @@ def _memory(graph: Graph, segments: list[tuple[str, int]], stage: int, c, sizes:
     weights, grads, states = 2 * per_die(3), 2 * per_die(2), ADAM_STATE_BYTES * per_die(1)
     policy = graph.analyses["recompute"]["policy"][stage]
     activations = _activation_bytes(graph, segments, stage, c, policy)
-    workspace = sizes["workspace"]
+    # ZeRO 3 gathers a block's parameters to run it, the next block's while it runs (prefetch): two buffers.
+    gathered = 2 * 2 * max(sizes["params"].get(where, 0.0) for where, _ in segments) if c.zero >= 3 else 0.0
+    workspace = sizes["workspace"] + gathered
     total = weights + grads + states + activations + workspace
     return {"weights_bytes": weights, "gradients_bytes": grads, "optimizer_bytes": states,
             "activations_bytes": activations, "workspace_bytes": workspace, "total_bytes": total,

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 
-from watos.ir import Graph, Op, OpKind, Phase, TensorType, Value
+from watos.ir import DTYPE_BYTES, Graph, Op, OpKind, Phase, TensorType, Value
 from watos.pass_manager import Pass, PassConfig, register_pass
 from watos.passes.tensor_roles import SPLIT_ROLES
 
@@ -88,12 +88,13 @@ class Shard(Pass):
                 name = label.removeprefix("grad:")
                 expert = name in experts and c.ep > 1
                 numel = graph.type_of(value).numel // (c.tp if name in split_params else 1) // (c.ep if expert else 1)
-                nbytes = numel * c.grad_reduce_bytes
                 if expert and c.dp * c.cp == c.ep:
                     continue  # every expert lives on one rank of its TP/CP coordinate: nothing to reduce
                 for kind, per_step in _data_parallel_collectives(c.zero):
+                    # gradients reduce in grad_reduce_bytes; parameters gather in their own dtype
+                    width = DTYPE_BYTES[graph.type_of(value).dtype] if kind == "all_gather" else c.grad_reduce_bytes
                     collectives.setdefault(value[0], []).append(
-                        _collective(graph, kind, "edp" if expert else "dp", nbytes, value, graph.op(value[0]),
+                        _collective(graph, kind, "edp" if expert else "dp", numel * width, value, graph.op(value[0]),
                                     param=name, per_step=per_step))
         _insert_after(graph, collectives)
         graph.analyses["groups"] = parallel_groups(c.tp, c.cp, c.dp, c.pp, c.ep)
