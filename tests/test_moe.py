@@ -142,3 +142,21 @@ def test_consider_flag_errors_are_one_line(capsys):
                  "--consider", "tp4"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--consider 'tp4'" in err
+
+
+def test_static_capacity_experts_dispatch_their_padded_buffers_and_ignore_the_skew(write_config):
+    """GShard routes into [E, C] buffers traced in its graph: the dispatch all-to-all moves E·C rows of d per
+    sequence (capacity padding included), and the routing skew, which a dropless model's busiest rank
+    pays, changes nothing."""
+    import math
+
+    from test_gshard import TINY
+
+    graph = lower(watos.trace(write_config(TINY, "gshard"), seq_len=32), "none")
+    capacity = math.ceil(TINY["capacity_factor"] * 2 * 32 / TINY["num_experts"])
+    routed = TINY["num_experts"] * capacity * TINY["hidden_size"] * 2  # bf16
+    balanced = _costed(graph, ep=4)
+    skewed = _costed(graph, ep=4, routing={"skew": 1.0})
+    moved = [op for op in balanced.ops if op.attrs.get("group") == "ep"]
+    assert moved and {op.attrs["bytes"] for op in moved} == {routed}
+    assert balanced.analyses["cost"]["step_time_s"] == skewed.analyses["cost"]["step_time_s"]
