@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from watos.aten import SHAPE_ONLY
+from watos.aten import SHAPE_ONLY, is_grouped_mm
 from watos.ir import Graph, Op, OpKind, Phase, TensorType, Value
 from watos.pass_manager import Pass, PassError, register_pass
 
@@ -57,7 +57,7 @@ def op_cost(op: Op, type_of: TypeOf) -> tuple[int, int, int]:
     written = sum(t.nbytes for t in op.outputs)
     read = sum(t.nbytes for t in inputs)
     out = op.outputs[0]
-    if op.kind is OpKind.MATMUL and op.aten.startswith("aten._grouped_mm"):
+    if op.kind is OpKind.MATMUL and is_grouped_mm(op.aten):
         # MoE experts: every routed row meets one expert's weight, so the work is that of one matmul of
         # all rows (an [E, ., .] output is the weight gradient, summed over the rows of its expert).
         rows_out = out.numel // (out.shape[0] if len(out.shape) == 3 else 1)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 
+from watos.aten import is_grouped_mm
 from watos.ir import DTYPE_BYTES, Graph, Op, OpKind, Phase, TensorType, Value
 from watos.pass_manager import Pass, PassConfig, register_pass
 from watos.passes.tensor_roles import SPLIT_ROLES
@@ -126,11 +127,10 @@ def _expert_parallel(graph: Graph, experts: set[str], collectives: dict[int, lis
     for op in graph.ops:
         if op.phase is Phase.BACKWARD and op.grad_of in expert_ops and op.kind is OpKind.MATMUL:
             expert_ops[op.id] = op
-    param_ops = {op.attrs["name"]: op for op in graph.ops if op.kind is OpKind.PARAM}
-    weight_shapes = {param_ops[name].outputs[0].shape for name in experts}
+    weight_shapes = {op.outputs[0].shape for op in graph.ops if op.kind is OpKind.PARAM and op.attrs["name"] in experts}
     for op in expert_ops.values():
         op.attrs["expert"] = True
-        load = c.load if op.aten.startswith("aten._grouped_mm") else 1.0  # dropless: the busiest rank's rows
+        load = _routed_load(op, c)
         read = [graph.type_of(v) for v in op.inputs if graph.op(graph.storage_root(v)[0]).attrs.get("name") in experts]
         written = [t for t in op.outputs if t.shape in weight_shapes and op.phase is Phase.BACKWARD]  # weight gradients
         weights = sum(t.nbytes for t in (*read, *written))
@@ -139,7 +139,7 @@ def _expert_parallel(graph: Graph, experts: set[str], collectives: dict[int, lis
     for ops in forward.values():
         first, last = ops[0], ops[-1]
         dispatched = next(v for v in first.inputs if graph.op(graph.storage_root(v)[0]).kind is not OpKind.PARAM)
-        load = c.load if first.aten.startswith("aten._grouped_mm") else 1.0
+        load = _routed_load(first, c)
         dispatch = graph.type_of(dispatched).nbytes * load / tokens_split
         combine = last.outputs[0].nbytes * load / tokens_split
         collectives.setdefault(dispatched[0], []).append(
@@ -156,11 +156,17 @@ def _expert_parallel(graph: Graph, experts: set[str], collectives: dict[int, lis
                 _collective(graph, "all_to_all", "ep", dispatch, exit_.out, exit_, moe="dispatch gradient"))
 
 
+def _routed_load(op: Op, c) -> float:
+    """The busiest EP rank's share of an expert matmul's rows over the mean: the routing model's for a
+    dropless grouped matmul (one row per routed token), 1 for static capacity buffers (already padded)."""
+    return c.load if is_grouped_mm(op.aten) else 1.0
+
+
 def _matmul_dims(graph: Graph, op: Op, role: str, tp: int, cp: int) -> list[int]:
     """Per-device (m, n, k) of a forward matmul [.., m, k] x [k, n] (a grouped expert matmul: all routed rows
     [m, k] x [E, k, n]): column-parallel splits n, row-parallel splits k, a split batched matmul (attention
     heads) splits its batch."""
-    grouped = op.aten.startswith("aten._grouped_mm")  # operands first, then the group offsets
+    grouped = is_grouped_mm(op.aten)  # operands first, then the group offsets
     a, b = (graph.type_of(v) for v in (op.inputs[:2] if grouped else op.inputs[-2:]))
     if grouped:
         a = TensorType(a.shape[-2:], a.dtype)

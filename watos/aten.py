@@ -26,6 +26,14 @@ _MATMUL = {"mm": "matmul", "bmm": "matmul", "addmm": "matmul", "baddbmm": "matmu
            "matmul": "matmul", "linear": "matmul", "addbmm": "matmul", "_scaled_mm": "matmul",
            "_grouped_mm": "matmul"}
 
+GROUPED_MM = "aten._grouped_mm"  # MoE experts: routed rows [m, k] x per-expert weights [E, k, n], group offsets
+
+
+def is_grouped_mm(aten: str) -> bool:
+    """Whether an ATen overload name is a grouped (per-expert) matmul."""
+    return aten.startswith(GROUPED_MM)
+
+
 _ATTENTION_PREFIXES = ("_scaled_dot_product_", "scaled_dot_product_", "_flash_attention",
                        "_efficient_attention")
 

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .documents import parse_yaml_mapping, read_file
 from .errors import WatosError, describe_validation_error
+from .aten import is_grouped_mm
 from .ir import Graph
 from .placement import Strategy
 
@@ -172,7 +173,7 @@ def routing_note(graph: Graph, routing: Routing) -> str | None:
     k = max((op.outputs[0].shape[-1] for op in graph.ops if op.target == "topk"
              and graph.type_of(op.inputs[0]).shape[-1] == experts), default=1)
     names = expert_params(graph)
-    if any(op.aten.startswith("aten._grouped_mm") for op in graph.ops if names.intersection(op.params)):
+    if any(is_grouped_mm(op.aten) for op in graph.ops if names.intersection(op.params)):
         return routing.describe(experts, k)
     return (f"top-{k} of {experts} experts into static capacity buffers traced in the model's graph (every EP "
             "rank computes its experts' full buffers; tokens over capacity are dropped; no skew applied)")
