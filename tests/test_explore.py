@@ -151,3 +151,16 @@ def test_a_sweep_killed_three_times_resumes_to_the_same_results(tmp_path, small_
     subprocess.run([*command, "--store", str(resumed)], check=True, capture_output=True, cwd=ROOT)
     assert _records(resumed) == _records(whole)
     assert len(_records(whole)) == 30
+
+
+def test_an_moe_model_is_explored_with_expert_parallelism_and_its_routing_stated(tmp_path, small_sweep):
+    from test_moe import MIXTRAL8
+
+    config = tmp_path / "mixtral.json"
+    config.write_text(json.dumps(MIXTRAL8))
+    template = small_sweep[3]
+    record = evaluate_point({"template": template, "point": {"dram_stacks_per_die": 4}, "models": [str(config)],
+                             "seq": 64, "dtype": "bf16", "batch_per_die": 4})
+    (result,) = record["results"].values()
+    assert result["plan"]["ep"] > 1 and result["plan"]["dp"] % result["plan"]["ep"] == 0
+    assert result["moe_routing"].startswith("balanced top-2 of 8 experts")

@@ -37,7 +37,8 @@ def test_moe_search_on_several_wafers_uses_expert_parallelism_and_costs_a_given_
     from watos.cli import main
 
     if full_size:
-        model, target, given, seq = "deepseek-v3-671b", "watos-4wafer-1800", "tp=4,pp=14,dp=4,ep=4,zero=1", "4096"
+        model, target, seq = "deepseek-v3-671b", "watos-4wafer-1800", "4096"
+        given = "tp=4,pp=14,dp=4,ep=4,zero=1,sequence_parallel=true"
     else:
         model = str(tmp_path / "tiny-deepseek.json")
         tiny = dict(FAMILIES["deepseek_v3"], n_routed_experts=16, moe_intermediate_size=64)

@@ -21,11 +21,12 @@ import random
 
 from .documents import parse_yaml_mapping, read_file
 from .errors import WatosError
-from .plan import Plan, check_plan
+from .plan import Plan, check_plan, routing_note
 from .search import (
     Problem,
     capacity,
     evaluate,
+    expert_degrees,
     make_problem,
     model_state_bytes,
     shapes,
@@ -96,15 +97,17 @@ def _problem(model: str, seq: int, dtype: str, fusion: str) -> Problem:
 
 def quick_search(problem: Problem) -> tuple[Plan, dict] | None:
     """A fast strategy for one hardware point: every shape whose model states fit, micro-batch 1,
-    sequence parallelism with TP, ZeRO-1 (ZeRO-3 where that is what fits), compact placement, GCMR's
-    per-stage recompute and borrowing; the best by GCMR's estimate, costed exactly."""
+    sequence parallelism with TP, an MoE model's experts over the largest EP group the shape allows,
+    ZeRO-1 (ZeRO-3 where that is what fits), compact placement, GCMR's per-stage recompute and borrowing;
+    the best by GCMR's estimate, costed exactly."""
     best = None
     for tp, pp, dp in shapes(problem):
-        zero = 0 if dp == 1 else (1 if model_state_bytes(problem, tp, pp, dp, 1) <= capacity(problem.target) else 3)
-        if model_state_bytes(problem, tp, pp, dp, zero) > capacity(problem.target):
+        ep = max(expert_degrees(problem, dp))
+        zero = 0 if dp == 1 else (1 if model_state_bytes(problem, tp, pp, dp, 1, ep) <= capacity(problem.target) else 3)
+        if model_state_bytes(problem, tp, pp, dp, zero, ep) > capacity(problem.target):
             continue
-        plan = Plan(tp=tp, pp=pp, dp=dp, zero=zero, micro_batch=1, global_batch=problem.global_batch,
-                    sequence_parallel=tp > 1, placement="compact")
+        plan = Plan(tp=tp, pp=pp, dp=dp, ep=ep, routing=problem.routing, zero=zero, micro_batch=1,
+                    global_batch=problem.global_batch, sequence_parallel=tp > 1, placement="compact")
         try:
             check_plan(plan, **problem.limits, devices=problem.devices)
         except WatosError:
@@ -149,6 +152,8 @@ def evaluate_point(task: dict) -> dict:
         tokens = cost["tokens_per_s"] * cost["step_time_s"]
         results[model] = {**summarise(plan, cost), "joules_per_step": joules, "tokens_per_joule": tokens / joules,
                           "power_w": joules / cost["step_time_s"]}
+        if note := routing_note(problem.traced(1), problem.routing):
+            results[model]["moe_routing"] = note
         speeds.append(cost["tokens_per_s"])
         efficiencies.append(tokens / joules)
     return {"point": point, "derived": derived, "results": results,
