@@ -52,7 +52,8 @@ def build_report(graph: Graph, target: Target, plan: Plan) -> dict:
     links = _link_bytes(graph, target, plan) if isinstance(mesh, Mesh2D) and plan.strategy == "3d" else {}
     bandwidth = (mesh.link_bandwidth_gb_per_s_per_direction * mesh.links_per_edge * 1e9
                  if isinstance(mesh, Mesh2D) else 1.0)
-    return {"target": target.name, "mesh": {"rows": rows, "cols": cols}, "step_time_s": step, "dies": dies,
+    return {"target": target.name, "mesh": {"rows": rows, "cols": cols, "wafers": target.wafers}, "step_time_s": step,
+            "dies": dies,
             "links": [{"src": [a, b], "dst": [c, d], "bytes": nbytes, "busy": min(1.0, nbytes / (bandwidth * step))}
                       for (a, b, c, d), nbytes in sorted(links.items())],
             "timeline": _timeline(cost, plan, dies_of_rank, group)}

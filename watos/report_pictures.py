@@ -116,7 +116,8 @@ def _heatmap(fig, ax, values: np.ndarray, stage: np.ndarray, title: str, cmap: s
 
 def write_mesh_png(report: dict, path: str | Path) -> None:
     """Three heatmaps of the mesh side by side (DRAM used, compute busy, link load with one arrow per
-    directed link, coloured by its load) as a PNG; the same report gives the same bytes."""
+    directed link, coloured by its load; several wafers stacked, a line between them) as a PNG; the same
+    report gives the same bytes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -135,5 +136,9 @@ def write_mesh_png(report: dict, path: str | Path) -> None:
         base = np.array([c, r]) + 0.12 * np.array([-step[1], step[0]])  # right of travel: directions part
         links.annotate("", xy=tuple(base + 0.7 * step), xytext=tuple(base + 0.3 * step),
                        arrowprops={"arrowstyle": "-|>", "color": load.to_rgba(percent), "lw": 1.5})
+    wafers = report["mesh"].get("wafers", 1)
+    for ax in (dram, busy, links):  # wafers are drawn stacked: a line between neighbours
+        for boundary in range(1, wafers):
+            ax.axhline(boundary * rows / wafers - 0.5, color="black", lw=2.5)
     fig.suptitle(f"{report['target']}: step {report['step_time_s']:.4g} s", fontsize="x-large", weight="bold")
     fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
