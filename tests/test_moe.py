@@ -160,3 +160,15 @@ def test_static_capacity_experts_dispatch_their_padded_buffers_and_ignore_the_sk
     moved = [op for op in balanced.ops if op.attrs.get("group") == "ep"]
     assert moved and {op.attrs["bytes"] for op in moved} == {routed}
     assert balanced.analyses["cost"]["step_time_s"] == skewed.analyses["cost"]["step_time_s"]
+
+
+def test_the_search_counts_every_block_s_expert_weights():
+    """The memory screen divides expert weights by EP: it must count all 3 layers' experts, not only the
+    traced blocks' (block 2 is costed as a copy of block 1)."""
+    from test_search import wafer
+    from watos.search import make_problem
+
+    problem = make_problem(from_hf_config("mixtral", MIXTRAL8), wafer(2, 4, 0.004), seq=64)
+    h, f = MIXTRAL8["hidden_size"], MIXTRAL8["intermediate_size"]
+    assert problem.info["expert_parameters"] == 3 * 8 * 3 * h * f
+    assert problem.limits["experts"] == 8

@@ -71,7 +71,7 @@ class Problem:
         graph = self.traced(1)
         experts = expert_params(graph)
         return {**self.limits, "parameters": graph.model.parameters,
-                "expert_parameters": sum(op.outputs[0].numel for op in graph.ops
+                "expert_parameters": sum(op.outputs[0].numel * graph.weight(op) for op in graph.ops
                                          if op.kind is OpKind.PARAM and op.attrs["name"] in experts)}
 
 
