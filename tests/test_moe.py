@@ -135,13 +135,16 @@ def test_search_splits_experts_when_memory_demands_and_reports_considered_plans(
     assert "ep=3 must divide dp=8" in wrong["limited_by"] and "tokens_per_s" not in wrong
 
 
-def test_consider_flag_errors_are_one_line(capsys):
+@pytest.mark.parametrize(("spec", "message"), [("tp4", "--consider 'tp4': expected"),
+                                             ("tp=[", "--consider 'tp=[': a value is not a YAML scalar"),
+                                             ("tp=2,colour=red", "colour: unknown field")])
+def test_consider_flag_errors_are_one_line(capsys, spec, message):
     from watos.cli import main
 
     assert main(["search", "tests/fixtures/user_models.py:tiny_lm", "--target", "watos-config3",
-                 "--consider", "tp4"]) == 2
+                 "--consider", spec]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "--consider 'tp4'" in err
+    assert err.count("\n") == 0 and message in err
 
 
 def test_static_capacity_experts_dispatch_their_padded_buffers_and_ignore_the_skew(write_config):

@@ -340,7 +340,10 @@ def _considered_plan(spec: str, problem: Any) -> Any:
         pairs = [item.partition("=") for item in spec.split(",") if item]
         if not pairs or any(not sep or not key for key, sep, _ in pairs):
             raise WatosError(f"--consider {spec!r}: expected a plan YAML file or field=value pairs, e.g. tp=4,pp=14")
-        fields = {key.strip().replace("-", "_"): yaml.safe_load(value) for key, _, value in pairs}
+        try:
+            fields = {key.strip().replace("-", "_"): yaml.safe_load(value) for key, _, value in pairs}
+        except yaml.YAMLError:
+            raise WatosError(f"--consider {spec!r}: a value is not a YAML scalar") from None
     return make_plan({"global_batch": problem.global_batch, "routing": problem.routing.model_dump(), **fields},
                      f"--consider {spec}")
 
