@@ -94,15 +94,18 @@ class Schedule(Pass):
         memory = [_memory(graph, stage_segments(pipe, s, c.pp), s, c, sizes) for s in range(c.pp)]
         dram = c.target.device.dram_bandwidth_gb_per_s * 1e9 * c.target.device.efficiency.memory
 
-        def zero_exposed(s: int, compute: float) -> float:
+        def work(s: int, policy: str) -> float:
+            """One micro-batch's forward, backward and recomputation on stage s."""
+            return sum(stage_sum(s, k) for k in ("fwd", "bwd", f"recompute:{policy}"))
+
+        def zero_exposed(s: int, policy: str) -> float:
             """ZeRO 2/3's per-micro-batch collectives of stage s beyond the compute that hides them."""
-            return max(0.0, sum(stage_sum(s, k) for k in _OVERLAPPED_COMM) - compute)
+            return max(0.0, sum(stage_sum(s, k) for k in _OVERLAPPED_COMM) - work(s, policy))
 
         def stage_time(s: int, policy: str) -> float:
             """One micro-batch through stage s: its compute, recompute, exposed TP/CP/EP and ZeRO communication,
             pipeline sends and gradient accumulation."""
-            compute = sum(stage_sum(s, k) for k in ("fwd", "bwd", f"recompute:{policy}"))
-            return (compute + sum(stage_sum(s, k) for k in _EXPOSED_COMM) + zero_exposed(s, compute)
+            return (work(s, policy) + sum(stage_sum(s, k) for k in _EXPOSED_COMM) + zero_exposed(s, policy)
                     + (2 * c.interleave * p2p if c.pp > 1 else 0)
                     + c.grad_accumulation_bytes * memory[s]["parameters"] / dram)
 
@@ -118,7 +121,7 @@ class Schedule(Pass):
             stages.append({
                 "stage": s, "recompute": policies[s], "time_per_microbatch_s": time + max(0.0, transfer - time),
                 "forward_s": forward, "borrow_transfer_s": transfer,
-                "compute_per_microbatch_s": stage_sum(s, "fwd") + stage_sum(s, "bwd") + stage_sum(s, f"recompute:{policies[s]}"),
+                "compute_per_microbatch_s": work(s, policies[s]),
                 "dp_comm_s": dp_comm, "dp_exposed_s": exposed_dp, "optimizer_s": optimizer,
                 "memory": {**memory[s], "borrowed_out_bytes": borrowed[s]["out"], "borrowed_in_bytes": borrowed[s]["in"],
                            "total_bytes": memory[s]["total_bytes"] - borrowed[s]["out"] + borrowed[s]["in"]},
@@ -167,9 +170,7 @@ class Schedule(Pass):
                                                  for s in range(c.pp)),
                 "ep_comm": c.micro_batches * max(stage_sum(s, "ep_comm_fwd") + stage_sum(s, "ep_comm_bwd")
                                                  for s in range(c.pp)),
-                "zero_comm": c.micro_batches * max(
-                    zero_exposed(s, sum(stage_sum(s, k) for k in ("fwd", "bwd", f"recompute:{policies[s]}")))
-                    for s in range(c.pp)),
+                "zero_comm": c.micro_batches * max(zero_exposed(s, policies[s]) for s in range(c.pp)),
                 "pp_comm": c.micro_batches * 2 * c.interleave * p2p if c.pp > 1 else 0.0,
                 "dp_exposed": max(st["dp_exposed_s"] for st in stages),
                 "optimizer": max(st["optimizer_s"] for st in stages),
