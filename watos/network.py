@@ -55,10 +55,8 @@ def _wafers_time(target: Target, op: Collective, nbytes: float, dies: list[list[
     every member's 1/k share of n, k members per wafer, round a ring of w wafers), (w−1)/w·n
     (reduce-scatter, all-gather), a member's off-wafer blocks k(g−k)/g·n split over both directions
     (all-to-all), or n per pair crossing it (p2p)."""
-    per = target.devices_per_system
-    parts = [_by_wafer(g, per) for g in dies]
+    parts, inner_ops = _on_each_wafer(target, op, dies)
     spanning = [p for p in parts if len(p) > 1]
-    inner_ops = _INNER[op] if spanning else (op,)
     inner = sum(_on_wafers(target, inner_op, nbytes, parts) for inner_op in inner_ops)
     if not spanning:
         return inner
@@ -78,6 +76,13 @@ def _wafers_time(target: Target, op: Collective, nbytes: float, dies: list[list[
     bandwidth = link.bandwidth_gb_per_s_per_direction * 1e9 * target.device.efficiency.network
     across = crossing / bandwidth + steps * link.latency_us * 1e-6
     return max(inner, across) if op == "p2p" else inner + across
+
+
+def _on_each_wafer(target: Target, op: Collective, dies: list[list[int]]) -> tuple[list[dict[int, list[int]]], tuple]:
+    """Every group's members on each wafer, and the collectives those parts run on their wafers: ``op``
+    itself, or its on-wafer phases (:data:`_INNER`) when some group spans wafers."""
+    parts = [_by_wafer(g, target.devices_per_system) for g in dies]
+    return parts, _INNER[op] if any(len(p) > 1 for p in parts) else (op,)
 
 
 def _by_wafer(dies: list[int], per: int) -> dict[int, list[int]]:
@@ -110,9 +115,8 @@ def link_loads(target: Target, op: Collective, nbytes: float, groups: list[list[
     the wafers are drawn stacked); the wafer-to-wafer phase of a spanning group is not on a D2D link."""
     if target.wafers == 1:
         return mesh_collective(target, op, nbytes, groups, placement)[2]
-    rows, per = target.topology.rows, target.devices_per_system
-    parts = [_by_wafer([placement[r] for r in g], per) for g in groups]
-    inner_ops = _INNER[op] if any(len(p) > 1 for p in parts) else (op,)
+    rows = target.topology.rows
+    parts, inner_ops = _on_each_wafer(target, op, [[placement[r] for r in g] for g in groups])
     load: dict[Link, float] = defaultdict(float)
     for inner_op in inner_ops:
         for wafer, local in _wafer_calls(parts):
