@@ -103,31 +103,29 @@ class Shard(Pass):
         graph.analyses["expert_params"] = sorted(experts) if c.ep > 1 else []
 
 
-def expert_params(graph: Graph) -> set[str]:
-    """Names of the expert weights: 3-D parameters ``[E, ., .]`` that a forward matmul reads."""
+def expert_params(graph: Graph) -> dict[str, Op]:
+    """The expert weights, name -> parameter op: 3-D parameters ``[E, ., .]`` that a forward matmul reads."""
     params = {op.attrs["name"]: op for op in graph.ops if op.kind is OpKind.PARAM}
-    return {name for op in graph.ops if op.phase is Phase.FORWARD and op.kind is OpKind.MATMUL
+    return {name: params[name] for op in graph.ops if op.phase is Phase.FORWARD and op.kind is OpKind.MATMUL
             for name in op.params if len(params[name].outputs[0].shape) == 3}
 
 
 def expert_count(graph: Graph) -> int:
     """Experts per MoE layer (the leading dimension of the expert weights); 0 for a dense model."""
-    names = expert_params(graph)
-    return max((op.outputs[0].shape[0] for op in graph.ops if op.kind is OpKind.PARAM and op.attrs["name"] in names),
-               default=0)
+    return max((op.outputs[0].shape[0] for op in expert_params(graph).values()), default=0)
 
 
-def _expert_parallel(graph: Graph, experts: set[str], collectives: dict[int, list[Op]], c) -> None:
+def _expert_parallel(graph: Graph, experts: dict[str, Op], collectives: dict[int, list[Op]], c) -> None:
     """Mark the expert matmuls of every block and add its dispatch and combine all-to-alls (module docstring)."""
     forward: dict[int, list[Op]] = {}
     for op in graph.ops:
-        if op.phase is Phase.FORWARD and op.kind is OpKind.MATMUL and experts.intersection(op.params):
+        if op.phase is Phase.FORWARD and op.kind is OpKind.MATMUL and experts.keys() & set(op.params):
             forward.setdefault(op.block, []).append(op)
     expert_ops = {op.id: op for ops in forward.values() for op in ops}
     for op in graph.ops:
         if op.phase is Phase.BACKWARD and op.grad_of in expert_ops and op.kind is OpKind.MATMUL:
             expert_ops[op.id] = op
-    weight_shapes = {op.outputs[0].shape for op in graph.ops if op.kind is OpKind.PARAM and op.attrs["name"] in experts}
+    weight_shapes = {param.outputs[0].shape for param in experts.values()}
     for op in expert_ops.values():
         op.attrs["expert"] = True
         load = _routed_load(op, c)

@@ -21,7 +21,7 @@ import random
 
 from .documents import parse_yaml_mapping, read_file
 from .errors import WatosError
-from .plan import Plan, check_plan, routing_note
+from .plan import Plan, routing_note
 from .search import (
     Problem,
     capacity,
@@ -29,6 +29,7 @@ from .search import (
     expert_degrees,
     make_problem,
     model_state_bytes,
+    plan_error,
     shapes,
     summarise,
     try_evaluate,
@@ -108,9 +109,7 @@ def quick_search(problem: Problem) -> tuple[Plan, dict] | None:
             continue
         plan = Plan(tp=tp, pp=pp, dp=dp, ep=ep, routing=problem.routing, zero=zero, micro_batch=1,
                     global_batch=problem.global_batch, sequence_parallel=tp > 1, placement="compact")
-        try:
-            check_plan(plan, **problem.limits, devices=problem.devices)
-        except WatosError:
+        if plan_error(problem, plan):
             continue
         cost = try_evaluate(problem, plan)
         chosen = None if isinstance(cost, str) else with_gcmr(problem, plan, cost)

@@ -167,13 +167,13 @@ def routing_note(graph: Graph, routing: Routing) -> str | None:
     model (grouped expert matmuls); a model routing into static capacity buffers carries them in its graph."""
     from .passes.shard import expert_params
 
-    experts = model_limits(graph)["experts"]
-    if not experts:
+    weights = expert_params(graph)
+    if not weights:
         return None
+    experts = max(param.outputs[0].shape[0] for param in weights.values())
     k = max((op.outputs[0].shape[-1] for op in graph.ops if op.target == "topk"
              and graph.type_of(op.inputs[0]).shape[-1] == experts), default=1)
-    names = expert_params(graph)
-    if any(is_grouped_mm(op.aten) for op in graph.ops if names.intersection(op.params)):
+    if any(is_grouped_mm(op.aten) for op in graph.ops if weights.keys() & set(op.params)):
         return routing.describe(experts, k)
     return (f"top-{k} of {experts} experts into static capacity buffers traced in the model's graph (every EP "
             "rank computes its experts' full buffers; tokens over capacity are dropped; no skew applied)")

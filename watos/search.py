@@ -27,7 +27,7 @@ from .compile import attention_for, cost_plan, lower
 from .errors import WatosError
 from .gcmr import gcmr
 from .hardware import Mesh2D, Target
-from .ir import Graph, OpKind
+from .ir import Graph
 from .passes.recompute import POLICIES
 from .passes.schedule import ADAM_STATE_BYTES, checkpoint_transfer_s, in_flight
 from .passes.shard import expert_params
@@ -69,10 +69,8 @@ class Problem:
     def info(self) -> dict[str, int]:
         """:attr:`limits`, the parameter count and the expert parameters among them."""
         graph = self.traced(1)
-        experts = expert_params(graph)
         return {**self.limits, "parameters": graph.model.parameters,
-                "expert_parameters": sum(op.outputs[0].numel * graph.weight(op) for op in graph.ops
-                                         if op.kind is OpKind.PARAM and op.attrs["name"] in experts)}
+                "expert_parameters": sum(op.outputs[0].numel * graph.weight(op) for op in expert_params(graph).values())}
 
 
 @functools.lru_cache(maxsize=32)
@@ -161,18 +159,19 @@ def candidate_plans(problem: Problem, tp: int, pp: int, dp: int, placement: str)
         zeros = [0] if dp == 1 else [1] + ([3] if zero1 > capacity(problem.target) else [])
         for zero, mb, sp, v in itertools.product(zeros, problem.micro_batches, (False, True) if tp > 1 else (False,),
                                                  problem.interleaves):
-            yield from _checked(problem, Plan(
-                tp=tp, pp=pp, dp=dp, ep=ep, routing=problem.routing, zero=zero, micro_batch=mb,
-                global_batch=problem.global_batch, sequence_parallel=sp, interleave=v, placement=placement))
+            plan = Plan(tp=tp, pp=pp, dp=dp, ep=ep, routing=problem.routing, zero=zero, micro_batch=mb,
+                        global_batch=problem.global_batch, sequence_parallel=sp, interleave=v, placement=placement)
+            if plan_error(problem, plan) is None:
+                yield plan
 
 
-def _checked(problem: Problem, plan: Plan) -> Iterator[Plan]:
-    """The plan, if it divides the model and the devices."""
+def plan_error(problem: Problem, plan: Plan) -> str | None:
+    """Why the plan does not divide the model or the devices (:func:`~watos.plan.check_plan`), or None."""
     try:
         check_plan(plan, **problem.limits, devices=problem.devices)
-    except WatosError:
-        return
-    yield plan
+    except WatosError as exc:
+        return str(exc)
+    return None
 
 
 def with_gcmr(problem: Problem, plan: Plan, cost: dict) -> tuple[Plan, float] | None:
@@ -257,10 +256,8 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
 
 def _screen(problem: Problem, plan: Plan) -> Outcome | str:
     """The plan with GCMR's recompute and borrowing and its cost, or the one-line reason it cannot run."""
-    try:
-        check_plan(plan, **problem.limits, devices=problem.devices)
-    except WatosError as exc:
-        return str(exc)
+    if error := plan_error(problem, plan):
+        return error
     cost = try_evaluate(problem, plan)
     if isinstance(cost, str):
         return cost
@@ -311,7 +308,8 @@ def _mutate(problem: Problem, plan: Plan, rng: random.Random) -> Plan | None:
         update = {"seed": plan.seed + 1 + rng.randrange(100), "placement": "optimized"}
     else:
         update = {"micro_batch": rng.choice([m for m in problem.micro_batches if m != plan.micro_batch] or [plan.micro_batch])}
-    return next(_checked(problem, plan.model_copy(update=update)), None)
+    child = plan.model_copy(update=update)
+    return None if plan_error(problem, child) else child
 
 
 def _distinct(outcomes: list[Outcome], key: Callable[[Plan], Any] | None = None) -> list[Outcome]:
