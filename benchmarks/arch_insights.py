@@ -10,9 +10,9 @@ import argparse
 import dataclasses
 
 from watos.errors import WatosError
-from watos.explore import evaluate_point, grid
-from watos.hardware import load_target
-from watos.search import make_problem, search
+from watos.explore.sweep import evaluate_point, grid
+from watos.hardware.target import load_target
+from watos.strategy.search import make_problem, search
 
 CONFIGS = ("watos-config1", "watos-config2", "watos-config3", "watos-config4")
 SEQ = {"llama-30b": 2048, "llama3-70b": 4096}

@@ -12,8 +12,8 @@ import statistics
 import time
 
 import watos
-from watos.compile import attention_for, cost_plan, lower
-from watos.hardware import load_target
+from watos.pipelines import attention_for, cost_plan, lower
+from watos.hardware.target import load_target
 from watos.plan import Plan
 
 GOAL_S = 0.020

@@ -14,9 +14,9 @@ import json
 
 import numpy as np
 
-from watos.compile import cost_plan
-from watos.hardware import Switched, load_target
-from watos.validate import CaseModel, candidate_plans, hf_config, load_cases, lowered_case
+from watos.pipelines import cost_plan
+from watos.hardware.target import Switched, load_target
+from watos.strategy.validate import CaseModel, candidate_plans, hf_config, load_cases, lowered_case
 from watos.plan import Plan
 
 # Search ranges of the efficiency parameters (tier_<name>: a switched tier's own network efficiency).

@@ -14,10 +14,10 @@ import json
 import math
 import sys
 
-from watos.baselines import run_baselines
+from watos.strategy.baselines import run_baselines
 from watos.errors import WatosError
-from watos.hardware import load_target
-from watos.search import make_problem, search
+from watos.hardware.target import load_target
+from watos.strategy.search import make_problem, search
 
 SEQ = {"llama-30b": 2048, "llama3-70b": 4096, "gpt3-175b": 2048, "gshard-137b": 2048, "deepseek-v3-671b": 4096}
 WAFERS = ("watos-config1", "watos-config2", "watos-config3", "watos-config4")

@@ -1,1 +1,1 @@
-"""Shipped hardware targets (YAML), loaded by ``watos.hardware.load_target``."""
+"""Shipped hardware targets (YAML), loaded by ``watos.hardware.target.load_target``."""

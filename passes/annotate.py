@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from watos.aten import SHAPE_ONLY, is_grouped_mm
+from watos.ir.aten import SHAPE_ONLY, is_grouped_mm
 from watos.ir import Graph, Op, OpKind, Phase, TensorType, Value
-from watos.pass_manager import Pass, PassError, register_pass
+from watos.ir.pass_manager import Pass, PassError, register_pass
 
 TypeOf = Callable[[Value], TensorType]
 _NORM_FLOPS_PER_ELEMENT = {Phase.FORWARD: 4, Phase.BACKWARD: 6}

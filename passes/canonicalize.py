@@ -13,9 +13,9 @@ Fused ops keep the original ops as ``members``, so their cost is still that of t
 """
 from __future__ import annotations
 
-from watos import aten
+from watos.ir import aten
 from watos.ir import Graph, Op, OpKind, Phase, Region
-from watos.pass_manager import Pass, PassError, register_pass
+from watos.ir.pass_manager import Pass, PassError, register_pass
 
 _PASS_THROUGH = (OpKind.VIEW, OpKind.ELEMENTWISE)
 

@@ -7,7 +7,7 @@ head dimension runs well below peak, a 1024-wide split barely). Bytes come from 
 set fits there, else from DRAM. Work and traffic are divided by ``attrs["shard"]``; an expert matmul's
 work is multiplied by ``attrs["load"]`` (the busiest rank under the routing model; ``shard`` already
 folded it, and the expert weights each rank holds, into the op's traffic). Collectives are
-costed by ``watos.network`` over the groups of ``analyses["groups"]``, all groups at once, on the dies
+costed by ``watos.network.collectives`` over the groups of ``analyses["groups"]``, all groups at once, on the dies
 of ``analyses["placement"]``.
 
 Writes ``attrs["time_s"]`` on every op and ``analyses["device_cost"]``: seconds per micro-batch, per block
@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from watos.hardware import Target
+from watos.hardware.target import Target
 from watos.ir import Graph, Op, OpKind, Phase
-from watos.network import collective_time
-from watos.pass_manager import Pass, PassConfig, register_pass
+from watos.network.collectives import collective_time
+from watos.ir.pass_manager import Pass, PassConfig, register_pass
 
 
 @register_pass("device_cost")

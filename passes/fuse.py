@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Literal
 
 from watos.ir import Graph, Op, OpKind, Phase, Value
-from watos.pass_manager import Pass, PassConfig, PassError, register_pass
+from watos.ir.pass_manager import Pass, PassConfig, PassError, register_pass
 
 _CHAIN = (OpKind.ELEMENTWISE, OpKind.VIEW)
 FLASH_BACKWARD_FLOPS = 2.5  # x forward: dQ, dK, dV, dP and the recomputed QKᵀ

@@ -2,14 +2,14 @@
 
 Blocks come from module paths (``model.layers.17.mlp`` is block 17). Full-model blocks whose modules
 share a structure signature (submodule types, parameter shapes, scalar settings; see
-``watos.tracer``) form one group, costed through one traced representative and counted
+``watos.frontend.trace``) form one group, costed through one traced representative and counted
 ``len(group.blocks)`` times by :meth:`watos.ir.Graph.weight`. The pass checks that traced blocks of
 one group really traced to the same ops, so replication never hides a difference.
 """
 from __future__ import annotations
 
 from watos.ir import BlockGroup, Graph
-from watos.pass_manager import Pass, PassError, register_pass
+from watos.ir.pass_manager import Pass, PassError, register_pass
 
 
 @register_pass("group_blocks")

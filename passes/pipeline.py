@@ -12,7 +12,7 @@ per stage, how many blocks of each block group it holds.
 from __future__ import annotations
 
 from watos.ir import Graph, OpKind, Phase
-from watos.pass_manager import Pass, PassConfig, register_pass
+from watos.ir.pass_manager import Pass, PassConfig, register_pass
 
 
 @register_pass("pipeline")

@@ -1,4 +1,4 @@
-"""place: put every device rank on a die of the mesh (see :mod:`watos.placement` for the strategies).
+"""place: put every device rank on a die of the mesh (see :mod:`watos.network.placement` for the strategies).
 
 On a switched target (GPU nodes) ranks sit where the launcher puts them, rank r on device r, and the
 pass records that. Writes ``analyses["placement"]``: the strategy, the die of every rank, and the mean
@@ -6,10 +6,10 @@ hops of a pipeline send.
 """
 from __future__ import annotations
 
-from watos.hardware import Mesh2D, Target
+from watos.hardware.target import Mesh2D, Target
 from watos.ir import Graph
-from watos.pass_manager import Pass, PassConfig, register_pass
-from watos.placement import Strategy, pipeline_hops, place
+from watos.ir.pass_manager import Pass, PassConfig, register_pass
+from watos.network.placement import Strategy, pipeline_hops, place
 
 
 @register_pass("place")

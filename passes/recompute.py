@@ -21,7 +21,7 @@ from typing import Literal
 
 from watos.errors import WatosError
 from watos.ir import Graph, Op, OpKind, Phase
-from watos.pass_manager import Pass, PassConfig, register_pass
+from watos.ir.pass_manager import Pass, PassConfig, register_pass
 
 Policy = Literal["none", "selective", "full"]
 POLICIES: tuple[Policy, ...] = ("none", "selective", "full")

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from watos.aten import SHAPE_ONLY
+from watos.ir.aten import SHAPE_ONLY
 from watos.ir import Graph, Op, OpKind, Phase, Value
-from watos.pass_manager import Pass, PassError, register_pass
+from watos.ir.pass_manager import Pass, PassError, register_pass
 
 _CHAINABLE = (OpKind.ELEMENTWISE, OpKind.VIEW)
 

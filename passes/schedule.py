@@ -29,10 +29,10 @@ from typing import Literal
 from watos.passes.recompute import POLICIES
 
 from watos.errors import WatosError
-from watos.hardware import Target
+from watos.hardware.target import Target
 from watos.ir import DTYPE_BYTES, Graph, OpKind, Phase
-from watos.network import collective_time
-from watos.pass_manager import Pass, PassConfig, register_pass
+from watos.network.collectives import collective_time
+from watos.ir.pass_manager import Pass, PassConfig, register_pass
 
 ADAM_STATE_BYTES = 12  # fp32 master weights and two fp32 moments per parameter
 # Communication on the critical path of every micro-batch: tensor, context and expert parallelism; and

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import math
 
-from watos.aten import is_grouped_mm
+from watos.ir.aten import is_grouped_mm
 from watos.ir import DTYPE_BYTES, Graph, Op, OpKind, Phase, TensorType, Value
-from watos.pass_manager import Pass, PassConfig, register_pass
+from watos.ir.pass_manager import Pass, PassConfig, register_pass
 from watos.passes.tensor_roles import SPLIT_ROLES
 
 

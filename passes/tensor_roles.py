@@ -9,13 +9,13 @@ down-projections, DeepSeek-V2 §2.1; a gate folded into the residual stream) or 
 Megatron-LM keeps these replicated too; splitting them would split the residual stream downstream. A vocabulary-parallel embedding is all-reduced like a row. Backward ops follow the forward op
 they differentiate; the input gradient of a column-parallel matmul is a partial sum (``attrs["partial"]``).
 
-Plan-independent, so it runs once when a graph is lowered (:func:`watos.compile.lower`), not for every
+Plan-independent, so it runs once when a graph is lowered (:func:`watos.pipelines.lower`), not for every
 plan costed. Writes ``attrs["tp_role"]`` on every op.
 """
 from __future__ import annotations
 
 from watos.ir import Graph, Op, OpKind, Phase, Value
-from watos.pass_manager import Pass, register_pass
+from watos.ir.pass_manager import Pass, register_pass
 
 SPLIT_ROLES = ("column", "row", "split")
 _EXPERT_CHOICE = frozenset({"topk", "argmax", "sort"})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import watos
-from watos.printers import summary
+from watos.ir.printers import summary
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from watos.cli import main
-from watos.compile import cost_plan
+from watos.pipelines import cost_plan
 from watos.errors import WatosError
-from watos.hardware import load_target
+from watos.hardware.target import load_target
 from watos.plan import Plan, check_plan
-from watos.validate import CaseModel, hf_config, lowered_case
+from watos.strategy.validate import CaseModel, hf_config, lowered_case
 
 A100 = load_target("dgx-a100-80g")
 GPT_22B = CaseModel(family="gpt", hidden=6144, layers=48, heads=64, ffn=24576, vocab=51200, seq=2048)

@@ -14,10 +14,10 @@ import yaml
 
 from watos.cli import main
 from watos.errors import WatosError
-from watos.explore import evaluate_point, grid, load_space
-from watos.hardware import load_target
-from watos.store import ResultStore
-from watos.template import derive, instantiate, load_template
+from watos.explore.sweep import evaluate_point, grid, load_space
+from watos.hardware.target import load_target
+from watos.explore.store import ResultStore
+from watos.hardware.template import derive, instantiate, load_template
 
 ROOT = Path(__file__).parent.parent
 SMALL_LLAMA = dict(model_type="llama", hidden_size=256, intermediate_size=512, num_hidden_layers=4,

@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from watos.errors import WatosError
-from watos.executors import _pipeline, run_all
-from watos.pareto import pareto_front, write_pareto_png
-from watos.store import FORMAT, ResultStore, point_key
+from watos.explore.executors import _pipeline, run_all
+from watos.explore.pareto import pareto_front, write_pareto_png
+from watos.explore.store import FORMAT, ResultStore, point_key
 
 # store ------------------------------------------------------------------------------
 

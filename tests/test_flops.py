@@ -65,7 +65,7 @@ def test_moe_expert_matmuls_count_each_routed_token_once():
     whatever the number of experts E."""
     from conftest import FAMILIES
     import watos
-    from watos.frontend import from_hf_config
+    from watos.frontend.sources import from_hf_config
 
     config = FAMILIES["mixtral"]
     s, k, h, f = 64, config["num_experts_per_tok"], config["hidden_size"], config["intermediate_size"]

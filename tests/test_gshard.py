@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import watos
-from watos.frontend import from_config
+from watos.frontend.sources import from_config
 from watos.ir import OpKind, Phase
 from watos.models import config_names, config_text
 from watos.models.gshard import top_k_gating

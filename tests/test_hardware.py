@@ -5,7 +5,7 @@ import pytest
 
 from watos.cli import main
 from watos.errors import WatosError
-from watos.hardware import load_target, parse_target, shipped_targets
+from watos.hardware.target import load_target, parse_target, shipped_targets
 
 VALID = """
 name: t

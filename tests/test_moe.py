@@ -5,8 +5,8 @@ import pytest
 from conftest import FAMILIES
 
 import watos
-from watos.compile import lower
-from watos.frontend import from_hf_config
+from watos.pipelines import lower
+from watos.frontend.sources import from_hf_config
 from watos.ir import OpKind, Phase
 
 
@@ -51,8 +51,8 @@ def mixtral8():
 
 
 def _costed(graph, **fields):
-    from watos.compile import cost_plan
-    from watos.hardware import load_target
+    from watos.pipelines import cost_plan
+    from watos.hardware.target import load_target
     from watos.plan import make_plan
 
     plan = make_plan({"dp": 8, "zero": 1, "global_batch": 8, **fields})
@@ -90,7 +90,7 @@ def test_expert_parallelism_divides_expert_weights_and_adds_four_all_to_alls_per
 @pytest.mark.parametrize(("routing", "load"), [({"skew": 0.5}, 1.5), ({"skew": 0.5, "capacity_factor": 1.2}, 1.2)])
 def test_the_busiest_expert_rank_sets_expert_time_and_all_to_all_bytes(mixtral8, routing, load):
     balanced, skewed = _costed(mixtral8, ep=4), _costed(mixtral8, ep=4, routing=routing)
-    from watos.hardware import load_target
+    from watos.hardware.target import load_target
 
     launch = load_target("watos-config3").device.efficiency.kernel_overhead_us * 1e-6
     pairs = list(zip(balanced.ops, skewed.ops))
@@ -124,7 +124,7 @@ def test_search_splits_experts_when_memory_demands_and_reports_considered_plans(
 
     from test_search import wafer
     from watos.plan import Plan
-    from watos.search import make_problem, search
+    from watos.strategy.search import make_problem, search
 
     problem = make_problem(from_hf_config("mixtral", MIXTRAL8), wafer(2, 4, 0.004), seq=64, global_batch=16)
     problem = dataclasses.replace(problem, micro_batches=(1, 2), interleaves=(1,))
@@ -169,7 +169,7 @@ def test_the_search_counts_every_block_s_expert_weights():
     """The memory screen divides expert weights by EP: it must count all 3 layers' experts, not only the
     traced blocks' (block 2 is costed as a copy of block 1)."""
     from test_search import wafer
-    from watos.search import make_problem
+    from watos.strategy.search import make_problem
 
     problem = make_problem(from_hf_config("mixtral", MIXTRAL8), wafer(2, 4, 0.004), seq=64)
     h, f = MIXTRAL8["hidden_size"], MIXTRAL8["intermediate_size"]

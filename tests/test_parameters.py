@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM, CONFIG_MAPPING
 
 import watos
-from watos.frontend import from_hf_config
+from watos.frontend.sources import from_hf_config
 from watos.ir import OpKind
 from watos.models import DEFINITIONS, config_names, config_text
 

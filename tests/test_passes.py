@@ -7,11 +7,11 @@ import pytest
 
 import watos
 import watos.passes
-from watos import pass_manager
+from watos.ir import pass_manager
 from watos.cli import main
 from watos.ir import Graph, OpKind
-from watos.pass_manager import Pass, PassConfig, PassError, PassManager, make_pipeline, register_pass
-from watos.tracer import trace
+from watos.ir.pass_manager import Pass, PassConfig, PassError, PassManager, make_pipeline, register_pass
+from watos.frontend.trace import trace
 
 README = Path(__file__).parents[1] / "README.md"
 TINY = "tests/fixtures/user_models.py:tiny_lm"

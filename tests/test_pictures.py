@@ -1,4 +1,4 @@
-"""Pipeline timelines (watos.timeline) and the pictures of a report (watos.report_pictures)."""
+"""Pipeline timelines (watos.report.timeline) and the pictures of a report (watos.report.pictures)."""
 import itertools
 import json
 from collections import Counter
@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watos.report_pictures import (
+from watos.report.pictures import (
     chrome_trace,
     mesh_figure_data,
     write_chrome_trace,
     write_mesh_png,
 )
-from watos.timeline import makespan, pipeline_events
+from watos.report.timeline import makespan, pipeline_events
 
 TF, TB = 1.0, 2.0
 

@@ -1,7 +1,7 @@
 """IR printers: text (one line per op), JSON (complete, deterministic), DOT (one block)."""
 import json
 
-from watos.printers import summary, to_dot, to_json, to_text
+from watos.ir.printers import summary, to_dot, to_json, to_text
 
 from conftest import traced
 

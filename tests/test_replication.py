@@ -3,7 +3,7 @@ import pytest
 
 import watos
 from conftest import FAMILIES, traced, traced_summary
-from watos.frontend import from_hf_config
+from watos.frontend.sources import from_hf_config
 
 TOTALS = ["forward_flops", "backward_flops", "bytes_moved", "activation_bytes_total", "ops", "parameters",
           "activation_bytes_per_block"]

@@ -8,18 +8,18 @@ import json
 import pytest
 import yaml
 
-from watos.baselines import cerebras_ws, equal_peak_gpus, megatron, run_baselines
+from watos.strategy.baselines import cerebras_ws, equal_peak_gpus, megatron, run_baselines
 from watos.cli import main
-from watos.compile import cost_plan
+from watos.pipelines import cost_plan
 from watos.errors import WatosError
-from watos.gcmr import gcmr
-from watos.hardware import load_target, parse_target
-from watos.network import mesh_collective
-from watos.placement import objective, place
+from watos.strategy.gcmr import gcmr
+from watos.hardware.target import load_target, parse_target
+from watos.network.collectives import mesh_collective
+from watos.network.placement import objective, place
 from watos.plan import Borrow, Plan
-from watos.report import build_report
-from watos.report_pictures import chrome_trace, mesh_figure_data
-from watos.search import exhaustive, make_problem, search, space_size
+from watos.report.build import build_report
+from watos.report.pictures import chrome_trace, mesh_figure_data
+from watos.strategy.search import exhaustive, make_problem, search, space_size
 
 CONFIG3 = load_target("watos-config3")
 SMALL_LLAMA = dict(model_type="llama", hidden_size=256, intermediate_size=512, num_hidden_layers=4,
@@ -35,7 +35,7 @@ def wafer(rows: int, cols: int, dram_gb: float, base=CONFIG3):
 
 @functools.lru_cache(maxsize=None)
 def small_problem(rows=2, cols=2, dram_gb=0.05):
-    from watos.frontend import from_hf_config
+    from watos.frontend.sources import from_hf_config
 
     problem = make_problem(from_hf_config("llama", SMALL_LLAMA), wafer(rows, cols, dram_gb), seq=256)
     return dataclasses.replace(problem, micro_batches=(1, 2), interleaves=(1,))
@@ -227,8 +227,8 @@ def test_several_wafers_are_placed_and_searched():
     assert place("compact", 2, 2, 2, 1, 4, wafers=2) == [0, 1, 2, 3, 4, 5, 6, 7]
     with pytest.raises(WatosError, match="do not fit whole"):
         place("compact", 2, 2, 8, 1, 1, wafers=2)
-    from watos.frontend import from_hf_config
-    from watos.hardware import SystemLink
+    from watos.frontend.sources import from_hf_config
+    from watos.hardware.target import SystemLink
 
     target = wafer(2, 2, 1.0).model_copy(update={"systems": SystemLink(count=2, bandwidth_gb_per_s_per_direction=400,
                                                                        latency_us=1)})

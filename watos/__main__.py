@@ -1,6 +1,6 @@
 """``python -m watos``: the command line."""
 import sys
 
-from .cli import main
+from watos.cli import main
 
 sys.exit(main())

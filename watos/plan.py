@@ -5,11 +5,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .documents import parse_yaml_mapping, read_file
-from .errors import WatosError, describe_validation_error
-from .aten import is_grouped_mm
-from .ir import Graph
-from .placement import Strategy
+from watos.files import parse_yaml_mapping, read_file
+from watos.errors import WatosError, describe_validation_error
+from watos.ir.aten import is_grouped_mm
+from watos.ir import Graph
+from watos.network.placement import Strategy
 
 Recompute = Literal["none", "selective", "full"]
 Schedule = Literal["1f1b", "gpipe", "interleaved"]
@@ -63,7 +63,7 @@ class Plan(BaseModel):
     ``interleave`` is the number of model chunks per pipeline stage (1: plain 1F1B). ``zero``: 0 none,
     1 optimizer states, 2 + gradients, 3 + parameters sharded over data parallelism. ``strategy:
     weight-streaming`` keeps weights off-device (Cerebras). ``placement`` puts ranks on a mesh's dies
-    (:mod:`watos.placement`; ``seed`` drives ``optimized``); ``borrow`` lists Sender/Helper checkpoint
+    (:mod:`watos.network.placement`; ``seed`` drives ``optimized``); ``borrow`` lists Sender/Helper checkpoint
     storage. ``ep`` splits each MoE layer's experts over that many of the ``dp`` ranks (expert
     parallelism; dense weights stay data parallel), routed under ``routing`` (:class:`Routing`).
 
@@ -153,7 +153,7 @@ def check_plan(plan: Plan, *, heads: int, kv_heads: int, layers: int, seq_len: i
 
 def model_limits(graph: Graph) -> dict[str, int]:
     """What a plan must divide, from a traced graph: the keyword arguments of :func:`check_plan`."""
-    from .passes.shard import expert_count
+    from watos.passes.shard import expert_count
 
     config = graph.model.config
     heads = config.get("num_attention_heads") or config.get("n_head") or 1
@@ -165,7 +165,7 @@ def routing_note(graph: Graph, routing: Routing) -> str | None:
     """The routing model a report states for an MoE model (None for a dense model): experts per layer and
     top-k from the graph (the top-k over expert scores), the busiest rank from ``routing`` for a dropless
     model (grouped expert matmuls); a model routing into static capacity buffers carries them in its graph."""
-    from .passes.shard import expert_params
+    from watos.passes.shard import expert_params
 
     weights = expert_params(graph)
     if not weights:

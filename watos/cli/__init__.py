@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import WatosError
+from watos.errors import WatosError
 
 EXIT_USER_ERROR = 2
 
@@ -51,16 +51,16 @@ def _trace_parser(sub: Any) -> None:
 
 def _run_trace(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    from . import load_model
-    from .pass_manager import (
+    from watos import load_model
+    from watos.ir.pass_manager import (
         PassManager,
         PassTimings,
         default_pipeline,
         load_pass_file,
         make_pipeline,
     )
-    from .printers import summary
-    from .tracer import trace
+    from watos.ir.printers import summary
+    from watos.frontend.trace import trace
 
     for plugin in args.plugin:
         load_pass_file(plugin)
@@ -168,12 +168,12 @@ _PLAN_FLAGS = ("tp", "pp", "dp", "cp", "ep", "zero", "micro_batch", "global_batc
 
 
 def _run_compile(args: argparse.Namespace) -> int:
-    from . import load_model
-    from .compile import attention_for, cost_plan, lower
-    from .hardware import load_target
-    from .pass_manager import PassManager, default_pipeline
-    from .plan import check_plan, load_plan, make_plan, model_limits, routing_note
-    from .tracer import trace
+    from watos import load_model
+    from watos.pipelines import attention_for, cost_plan, lower
+    from watos.hardware.target import load_target
+    from watos.ir.pass_manager import PassManager, default_pipeline
+    from watos.plan import check_plan, load_plan, make_plan, model_limits, routing_note
+    from watos.frontend.trace import trace
 
     target = load_target(args.target)
     fields = load_plan(args.plan).model_dump() if args.plan else {}
@@ -202,7 +202,7 @@ def _run_compile(args: argparse.Namespace) -> int:
 def _staged_dumps(directory: str | None) -> Iterator[list[Any]]:
     """``--dump-ir DIR``: the DumpIR instrument writing into a staging folder whose dumps replace DIR's
     only if all succeeds (no instrument without DIR)."""
-    from .printers import DumpIR
+    from watos.ir.printers import DumpIR
 
     if not directory:
         yield []
@@ -244,7 +244,7 @@ def _validate_parser(sub: Any) -> None:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from .validate import validate
+    from watos.strategy.validate import validate
 
     result = validate(args.cases)
     if args.json:
@@ -293,12 +293,12 @@ def _search_parser(sub: Any) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from .baselines import run_baselines
-    from .compile import cost_plan
-    from .hardware import load_target
-    from .plan import make_plan, routing_note
-    from .report import build_report
-    from .search import make_problem, search
+    from watos.strategy.baselines import run_baselines
+    from watos.pipelines import cost_plan
+    from watos.hardware.target import load_target
+    from watos.plan import make_plan, routing_note
+    from watos.report.build import build_report
+    from watos.strategy.search import make_problem, search
 
     target = load_target(args.target)
     if args.seq < 1 or (args.global_batch is not None and args.global_batch < 1):
@@ -311,7 +311,7 @@ def _run_search(args: argparse.Namespace) -> int:
     if note := routing_note(problem.traced(1), problem.routing):
         result["moe_routing"] = note
     if args.out:
-        from .report_pictures import write_chrome_trace, write_mesh_png
+        from watos.report.pictures import write_chrome_trace, write_mesh_png
 
         plan = make_plan(found["best"]["plan"])
         report = {**result, **build_report(cost_plan(problem.lowered(plan.micro_batch), target, plan,
@@ -332,7 +332,7 @@ def _considered_plan(spec: str, problem: Any) -> Any:
     the problem's global batch and routing model unless the plan gives its own."""
     import yaml
 
-    from .plan import load_plan, make_plan
+    from watos.plan import load_plan, make_plan
 
     if spec.endswith((".yaml", ".yml")):
         fields = load_plan(spec).model_dump(exclude_unset=True)
@@ -443,8 +443,8 @@ def _run_explore(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from .explore import explore, load_space
-    from .template import load_template
+    from watos.explore.sweep import explore, load_space
+    from watos.hardware.template import load_template
 
     template = load_template(args.template)
     space = load_space(args.space, template) if args.space else DEFAULT_SPACE
@@ -464,8 +464,8 @@ def _run_explore(args: argparse.Namespace) -> int:
                          workers=args.workers, ray_address=args.ray_address, store_path=args.store,
                          budget=args.budget, seed=args.seed, progress=progress)
     if args.out:
-        from .explore import FRONTS
-        from .pareto import write_pareto_png
+        from watos.explore.sweep import FRONTS
+        from watos.explore.pareto import write_pareto_png
 
         with _staged_files(args.out, "--out") as staging:
             (staging / "explore.json").write_text(json.dumps(result, sort_keys=True, indent=1) + "\n")
@@ -507,7 +507,7 @@ def _targets_parser(sub: Any) -> None:
 
 
 def _run_targets(args: argparse.Namespace) -> int:
-    from .hardware import load_target, shipped_targets
+    from watos.hardware.target import load_target, shipped_targets
 
     for name in shipped_targets():
         print(f"{name:16s} {load_target(name).description}")

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import itertools
 
-from .hardware import Mesh2D, Target, WeightStreaming, load_target
-from .plan import Plan
-from .search import Outcome, Problem, capacity, evaluate, expert_degrees, summarise
+from watos.hardware.target import Mesh2D, Target, WeightStreaming, load_target
+from watos.plan import Plan
+from watos.strategy.search import Outcome, Problem, capacity, evaluate, expert_degrees, summarise
 
 GPU_TEMPLATE = "dgx-b200"
 GPUS = 8

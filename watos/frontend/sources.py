@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .documents import parse_json_object, read_file
-from .errors import WatosError, describe_validation_error
+from watos.files import parse_json_object, read_file
+from watos.errors import WatosError, describe_validation_error
 
 InputsFn = Callable[[int, int], Any]
 

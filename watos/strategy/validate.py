@@ -12,12 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .compile import attention_for, cost_plan, lower
-from .documents import parse_json_object, read_file
-from .errors import WatosError, describe_validation_error
-from .frontend import from_hf_config
-from .hardware import Target, load_target
-from .plan import Plan, check_plan
+from watos.pipelines import attention_for, cost_plan, lower
+from watos.files import parse_json_object, read_file
+from watos.errors import WatosError, describe_validation_error
+from watos.frontend.sources import from_hf_config
+from watos.hardware.target import Target, load_target
+from watos.plan import Plan, check_plan
 
 MICRO_BATCH_CANDIDATES = (1, 2, 4, 8, 16)
 

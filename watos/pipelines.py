@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .hardware import Target
-from .ir import DTYPE_BYTES, Graph
-from .pass_manager import Instrument, Pass, PassManager, registered_passes
-from .plan import Plan
+from watos.hardware.target import Target
+from watos.ir import DTYPE_BYTES, Graph
+from watos.ir.pass_manager import Instrument, Pass, PassManager, registered_passes
+from watos.plan import Plan
 
 COSTING_PIPELINE = ("shard", "pipeline", "recompute", "place", "device_cost", "schedule")
 
@@ -50,5 +50,5 @@ def costing_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass
 def cost_plan(lowered: Graph, target: Target, plan: Plan, instruments: Iterable[Instrument] = (),
               dtype: str = "bf16", verify: bool = True) -> Graph:
     """A costed copy of a lowered graph (traced at ``plan.micro_batch``, see :func:`lower`); its
-    ``analyses["cost"]`` holds the result. ``verify=False``: see :class:`~watos.pass_manager.PassManager`."""
+    ``analyses["cost"]`` holds the result. ``verify=False``: see :class:`~watos.ir.pass_manager.PassManager`."""
     return PassManager(costing_passes(target, plan, dtype), instruments, verify).run(lowered.clone())

@@ -20,7 +20,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .passes.schedule import pipeline_time
+from watos.passes.schedule import pipeline_time
 
 Transfer = Callable[[int, int, float], float]  # (sender, helper, bytes) → seconds per micro-batch
 

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Iterable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import WatosError, describe_validation_error
-from .ir import Graph
+from watos.errors import WatosError, describe_validation_error
+from watos.ir import Graph
 
 _REGISTRY: dict[str, type["Pass"]] = {}
 

@@ -21,8 +21,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Literal
 
-from .errors import WatosError
-from .network import route_xy
+from watos.errors import WatosError
+from watos.network.collectives import route_xy
 
 Strategy = Literal["row_major", "snake", "compact", "optimized"]
 STRATEGIES: tuple[Strategy, ...] = ("row_major", "snake", "compact", "optimized")

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from .errors import WatosError
+from watos.errors import WatosError
 
 
 def read_file(path: str, what: str) -> str:

@@ -2,12 +2,12 @@
 template and its co-exploration).
 
 A *space* (YAML) gives values for some of a template's variables, either a list or ``{min, max, step}``.
-Every point of the space becomes a target (:func:`watos.template.instantiate`); every model gets its own
+Every point of the space becomes a target (:func:`watos.hardware.template.instantiate`); every model gets its own
 strategy on it (:func:`quick_search`: each TP/PP/DP shape that fits, GCMR recompute per stage, compact
 placement; the exact cost of the best); a point's figures are the geometric means over the models of
 tokens/s and tokens per joule. Energy per step = FLOPs executed · pJ/FLOP + DRAM bytes · 8 · pJ/bit +
 D2D bytes · 8 · pJ/bit + static power · dies · step time. Points are independent: they run on a process
-pool or Ray (:mod:`watos.executors`) and land in a resumable store (:mod:`watos.store`), so a sweep that is
+pool or Ray (:mod:`watos.explore.executors`) and land in a resumable store (:mod:`watos.explore.store`), so a sweep that is
 killed picks up where it stopped. Pareto fronts: throughput against total DRAM, power and compute area.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ import json
 import math
 import random
 
-from .documents import parse_yaml_mapping, read_file
-from .errors import WatosError
-from .plan import Plan, routing_note
-from .search import (
+from watos.files import parse_yaml_mapping, read_file
+from watos.errors import WatosError
+from watos.plan import Plan, routing_note
+from watos.strategy.search import (
     Problem,
     capacity,
     evaluate,
@@ -35,7 +35,7 @@ from .search import (
     try_evaluate,
     with_gcmr,
 )
-from .template import Template, derive, instantiate, load_template
+from watos.hardware.template import Template, derive, instantiate, load_template
 
 OBJECTIVES = ("throughput", "tokens-per-joule")
 FRONTS = (("throughput", "dram_capacity_gb"), ("throughput", "power_w"), ("throughput", "compute_area_mm2"))
@@ -90,7 +90,7 @@ def evolve_generation(space: dict[str, list], scored: list[tuple[dict, float]], 
 def _problem(model: str, seq: int, dtype: str, fusion: str) -> Problem:
     """A model's problem, traced for a fusion level (cached per process, so every point reuses its
     traces and lowerings; the target is replaced per point)."""
-    from .hardware import load_target
+    from watos.hardware.target import load_target
 
     return make_problem(model, load_target("watos-config3").model_copy(update={"fusion": fusion}), seq=seq,
                         dtype=dtype)
@@ -178,9 +178,9 @@ def explore(template_spec: str, models: list[str], space: dict[str, list], *, ob
             budget: int = 2000, seed: int = 0, progress=None) -> dict:
     """Sweep a template's space (grid when it has at most ``budget`` points, else an evolutionary search
     of ``budget`` evaluations) and return every point's figures, the best point and the Pareto fronts."""
-    from .executors import run_all
-    from .pareto import pareto_front
-    from .store import ResultStore, point_key
+    from watos.explore.executors import run_all
+    from watos.explore.pareto import pareto_front
+    from watos.explore.store import ResultStore, point_key
 
     if objective not in OBJECTIVES:
         raise WatosError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")

@@ -33,10 +33,10 @@ from torch.nn.modules import module as nn_module
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-from . import aten
-from .errors import WatosError
-from .frontend import ModelSource
-from .ir import Graph, ModelInfo, Op, OpKind, Phase, TensorType, Value
+from watos.ir import aten
+from watos.errors import WatosError
+from watos.frontend.sources import ModelSource
+from watos.ir import Graph, ModelInfo, Op, OpKind, Phase, TensorType, Value
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 _IGNORED_BLOCK_ATTRIBUTES = frozenset({"layer_idx", "layer_id", "layer_number", "training"})

@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .documents import parse_yaml_mapping, read_file
-from .errors import WatosError, describe_validation_error
-from .hardware import Target, target_from_data
+from watos.files import parse_yaml_mapping, read_file
+from watos.errors import WatosError, describe_validation_error
+from watos.hardware.target import Target, target_from_data
 
 
 class _Strict(BaseModel):

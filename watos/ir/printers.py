@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .ir import Graph, Op, OpKind, Phase
-from .pass_manager import Instrument, Pass
+from watos.ir import Graph, Op, OpKind, Phase
+from watos.ir.pass_manager import Instrument, Pass
 
 
 def _si(x: float) -> str:

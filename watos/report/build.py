@@ -1,24 +1,24 @@
 """The per-die picture of one costed plan: what ``report.json`` holds next to the search results, and
-what ``trace.json`` and ``mesh.png`` draw (:mod:`watos.report_pictures`).
+what ``trace.json`` and ``mesh.png`` draw (:mod:`watos.report.pictures`).
 
 Per die: its stage and role, DRAM used (the stage's memory with borrowed checkpoints moved to the
 helper), compute busy (the stage's compute and recompute over the step). Per directed mesh link: the
 bytes one step sends over it — every TP/CP collective of every block of every stage (re-run forward
 collectives counted under full recomputation), the data-parallel gradient collectives, the pipeline
-sends and the Sender/Helper checkpoint traffic, each routed as :mod:`watos.network` routes it — and its
+sends and the Sender/Helper checkpoint traffic, each routed as :mod:`watos.network.collectives` routes it — and its
 busy fraction (bytes / (bandwidth · step)). The timeline is the pipeline schedule of one step
-(:func:`watos.timeline.pipeline_events`) with the checkpoint DMA of Sender dies.
+(:func:`watos.report.timeline.pipeline_events`) with the checkpoint DMA of Sender dies.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 
-from .hardware import Mesh2D, Target
-from .ir import Graph, OpKind, Phase
-from .network import link_loads
-from .passes.schedule import checkpoint_traffic, in_flight, stage_segments
-from .plan import Plan
-from .timeline import pipeline_events
+from watos.hardware.target import Mesh2D, Target
+from watos.ir import Graph, OpKind, Phase
+from watos.network.collectives import link_loads
+from watos.passes.schedule import checkpoint_traffic, in_flight, stage_segments
+from watos.plan import Plan
+from watos.report.timeline import pipeline_events
 
 
 def build_report(graph: Graph, target: Target, plan: Plan) -> dict:

@@ -20,8 +20,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .documents import parse_yaml_mapping, read_file
-from .errors import WatosError, describe_validation_error
+from watos.files import parse_yaml_mapping, read_file
+from watos.errors import WatosError, describe_validation_error
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]

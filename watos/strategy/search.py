@@ -5,7 +5,7 @@
    device are pruned before anything is timed.
 2. Each surviving shape is costed for every micro-batch size, sequence parallelism, ZeRO stage and
    interleaving, once, on compact placement; the costing reports what every recompute policy would cost
-   each stage, and :func:`watos.gcmr.gcmr` chooses per-stage recomputation and Sender/Helper borrowing.
+   each stage, and :func:`watos.strategy.gcmr.gcmr` chooses per-stage recomputation and Sender/Helper borrowing.
 3. The best candidates are costed exactly with their per-stage choices, on every placement strategy.
 4. An evolutionary refinement (seeded) mutates the best plans (a stage's policy, micro-batch, placement
    seed) and keeps improvements.
@@ -23,16 +23,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .compile import attention_for, cost_plan, lower
-from .errors import WatosError
-from .gcmr import gcmr
-from .hardware import Mesh2D, Target
-from .ir import Graph
-from .passes.recompute import POLICIES
-from .passes.schedule import ADAM_STATE_BYTES, checkpoint_transfer_s, in_flight
-from .passes.shard import expert_params
-from .placement import STRATEGIES
-from .plan import Borrow, Plan, Routing, check_plan, model_limits
+from watos.pipelines import attention_for, cost_plan, lower
+from watos.errors import WatosError
+from watos.strategy.gcmr import gcmr
+from watos.hardware.target import Mesh2D, Target
+from watos.ir import Graph
+from watos.passes.recompute import POLICIES
+from watos.passes.schedule import ADAM_STATE_BYTES, checkpoint_transfer_s, in_flight
+from watos.passes.shard import expert_params
+from watos.network.placement import STRATEGIES
+from watos.plan import Borrow, Plan, Routing, check_plan, model_limits
 
 MICRO_BATCHES = (1, 2, 4)
 INTERLEAVES = (1, 2)
@@ -191,8 +191,8 @@ def with_gcmr(problem: Problem, plan: Plan, cost: dict) -> tuple[Plan, float] | 
 def _transfer(problem: Problem, plan: Plan) -> Callable[[int, int, float], float]:
     """Seconds per micro-batch for a Sender's borrowed checkpoints, as the schedule pass prices them
     (on compact placement: the final placement is optimised for the pairs afterwards)."""
-    from .passes.shard import parallel_groups
-    from .placement import place
+    from watos.passes.shard import parallel_groups
+    from watos.network.placement import place
 
     mesh = problem.target.topology
     group = plan.tp * plan.cp

@@ -7,7 +7,7 @@ classified by its ATen tags: pointwise ops are elementwise, the rest ``other``.
 """
 from __future__ import annotations
 
-from .ir import OpKind
+from watos.ir import OpKind
 
 # Ops whose output aliases (shares storage with) their first input: counted once in memory.
 VIEW_OPS = frozenset({

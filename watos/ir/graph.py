@@ -5,7 +5,7 @@ Each op produces one or more tensors; an op input is a :data:`Value`, ``(produce
 Parameters and model inputs are ops of kind ``param`` / ``input`` with no inputs of their own.
 
 The graph is traced with only a few distinct transformer blocks when the model repeats them (see
-``watos.tracer``); :attr:`Graph.block_groups` records which full-model blocks each traced block stands
+``watos.frontend.trace``); :attr:`Graph.block_groups` records which full-model blocks each traced block stands
 for, and :meth:`Graph.weight` turns that into a multiplicity, so that every total over the graph is a
 total over the whole model.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Iterator
 
-from .errors import WatosError
+from watos.errors import WatosError
 
 Value = tuple[int, int]
 """A tensor in the graph: (id of the op that produces it, index among that op's outputs)."""

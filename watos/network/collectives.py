@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
-from .hardware import Mesh2D, Switched, Target
+from watos.hardware.target import Mesh2D, Switched, Target
 
 Collective = Literal["all_reduce", "reduce_scatter", "all_gather", "all_to_all", "p2p"]
 
