@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from watos.errors import WatosError
-from watos.explore.sweep import evaluate_point, grid
-from watos.hardware.target import load_target
-from watos.strategy.search import make_problem, search
+import watos
+from watos.exploration.sweep import evaluate_point, grid
 
 CONFIGS = ("watos-config1", "watos-config2", "watos-config3", "watos-config4")
 SEQ = {"llama-30b": 2048, "llama3-70b": 4096}
@@ -20,10 +18,11 @@ SWEEP = {"dram_stacks_per_die": [1, 2, 3, 4, 5, 6], "compute_fraction": [0.7, 0.
 
 
 def tokens(model: str, target: str, policies: tuple[str, ...]) -> str:
-    problem = dataclasses.replace(make_problem(model, load_target(target), seq=SEQ.get(model, 4096)), policies=policies)
+    problem = dataclasses.replace(watos.make_problem(model, watos.load_target(target), seq=SEQ.get(model, 4096)),
+                                  recompute_policies=policies)
     try:
-        return f"{search(problem, generations=1)['best']['tokens_per_s']:,.0f}"
-    except WatosError:
+        return f"{watos.search(problem, generations=1, baselines=False)['best']['tokens_per_s']:,.0f}"
+    except watos.WatosError:
         return "does not fit"
 
 

@@ -12,9 +12,7 @@ import statistics
 import time
 
 import watos
-from watos.pipelines import attention_for, cost_plan, lower
-from watos.hardware.target import load_target
-from watos.plan import Plan
+from watos.pipelines import attention_for
 
 GOAL_S = 0.020
 
@@ -23,14 +21,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
-    target = load_target("watos-config3")
-    graph = lower(watos.trace("llama3-70b", seq_len=4096, micro_batch=1, attention=attention_for(target.fusion)),
-                  target.fusion)
-    plan = Plan(tp=4, pp=14, dp=1, micro_batch=1, global_batch=64, recompute="full")
+    target = watos.load_target("watos-config3")
+    graph = watos.lower(watos.trace("llama3-70b", seq_len=4096, micro_batch=1, attention=attention_for(target.fusion)),
+                        target)
+    plan = watos.Plan(tp=4, pp=14, dp=1, micro_batch=1, global_batch=64, recompute="full")
     samples = []
     for _ in range(args.runs):
         start = time.perf_counter()
-        cost_plan(graph, target, plan)
+        watos.cost_plan(graph, target, plan)
         samples.append(time.perf_counter() - start)
     median = statistics.median(samples)
     print(f"cost one plan (llama3-70b, watos-config3, tp4 pp14): median {median * 1e3:.2f} ms over "

@@ -14,10 +14,15 @@ import json
 
 import numpy as np
 
-from watos.pipelines import cost_plan
-from watos.hardware.target import Switched, load_target
-from watos.strategy.validate import CaseModel, candidate_plans, hf_config, load_cases, lowered_case
-from watos.plan import Plan
+from watos import Plan, cost_plan, load_target
+from watos.hardware.target import Switched
+from watos.strategy.validate import (
+    CaseModel,
+    case_plans,
+    hf_config,
+    load_cases,
+    lowered_case,
+)
 
 # Search ranges of the efficiency parameters (tier_<name>: a switched tier's own network efficiency).
 RANGES = {"matmul_max": (0.6, 0.95), "matmul_half_gflop": (0.0, 20.0), "matmul_half_dim": (0.0, 1024.0),
@@ -49,7 +54,7 @@ def errors(cases, target) -> list[float]:
     """Each case's error with its unpublished knobs chosen by the search at these parameters."""
     result = []
     for case in cases:
-        costs = [throughput(case, target, plan) for plan in candidate_plans(case)]
+        costs = [throughput(case, target, plan) for plan in case_plans(case)]
         best = max(c["tokens_per_s_per_device"] for c in costs if c["fits"])
         result.append(best / case.measured.tokens_per_s_per_device - 1)
     return result
@@ -62,7 +67,7 @@ def table4_error(target) -> float:
     for (recompute, sp), (forward, backward) in TABLE4.items():
         plan = Plan(tp=8, micro_batch=4, global_batch=4, recompute=recompute, sequence_parallel=sp)
         graph = cost_plan(lowered_case(graph_json, 2048, 4, target.fusion, "fp16"), target, plan, dtype="fp16")
-        layer = graph.analyses["device_cost"][str(graph.block_groups[0].representative)]
+        layer = graph.analyses["device_cost"].parts[str(graph.block_groups[0].representative)]
         fwd = (layer["fwd"] + layer["tp_comm_fwd"]) * 1e3
         bwd = (layer["bwd"] + layer["tp_comm_bwd"] + layer.get(f"recompute:{recompute}", 0.0)) * 1e3
         worst = max(worst, abs(fwd / forward - 1), abs(bwd / backward - 1))

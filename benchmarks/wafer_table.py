@@ -14,10 +14,8 @@ import json
 import math
 import sys
 
+import watos
 from watos.strategy.baselines import run_baselines
-from watos.errors import WatosError
-from watos.hardware.target import load_target
-from watos.strategy.search import make_problem, search
 
 SEQ = {"llama-30b": 2048, "llama3-70b": 4096, "gpt3-175b": 2048, "gshard-137b": 2048, "deepseek-v3-671b": 4096}
 WAFERS = ("watos-config1", "watos-config2", "watos-config3", "watos-config4")
@@ -28,12 +26,13 @@ def rows(models: list[str]) -> list[dict]:
     result = []
     for model in models:
         for name in TARGETS.get(model, WAFERS):
-            problem = make_problem(model, load_target(name), seq=SEQ.get(model, 2048))
+            problem = watos.make_problem(model, watos.load_target(name), seq=SEQ.get(model, 2048))
             try:
-                best = search(problem)["best"]
-            except WatosError as exc:  # an infeasible design is a row of the table
-                best = {"infeasible": str(exc)}
-            result.append({"model": model, "target": name, "best": best, **run_baselines(problem)})
+                found = watos.search(problem)
+                best, baselines = found["best"], found["baselines"]
+            except watos.WatosError as exc:  # an infeasible design is a row of the table
+                best, baselines = {"infeasible": str(exc)}, run_baselines(problem)
+            result.append({"model": model, "target": name, "best": best, **baselines})
             print(f"{model} on {name}: {best.get('tokens_per_s', best.get('infeasible'))}", file=sys.stderr, flush=True)
     return result
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from watos.ir.aten import SHAPE_ONLY, is_grouped_mm
 from watos.ir import Graph, Op, OpKind, Phase, TensorType, Value
+from watos.ir.aten import SHAPE_ONLY, is_grouped_mm
 from watos.ir.pass_manager import Pass, PassError, register_pass
 
 TypeOf = Callable[[Value], TensorType]
@@ -27,7 +27,7 @@ _FREE = (OpKind.VIEW, OpKind.PARAM, OpKind.INPUT)
 @register_pass("annotate")
 class Annotate(Pass):
     requires = frozenset({"canonical"})
-    provides = frozenset({"costs"})
+    provides = frozenset({"op_costs"})
 
     def run(self, graph: Graph) -> None:
         for op in graph.ops:

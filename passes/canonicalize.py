@@ -13,8 +13,7 @@ Fused ops keep the original ops as ``members``, so their cost is still that of t
 """
 from __future__ import annotations
 
-from watos.ir import aten
-from watos.ir import Graph, Op, OpKind, Phase, Region
+from watos.ir import Graph, Op, OpKind, Phase, Region, aten
 from watos.ir.pass_manager import Pass, PassError, register_pass
 
 _PASS_THROUGH = (OpKind.VIEW, OpKind.ELEMENTWISE)

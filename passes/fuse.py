@@ -12,13 +12,16 @@ Levels (a target's ``fusion:``):
 
 Per op this pass sets ``attrs["io_bytes"]`` (DRAM traffic as run) and ``attrs["launches"]`` (kernels
 launched); a fused op that still runs its members one by one gets them on its members instead. It writes
-``analyses["fusion"]``: the level and the saved tensors ``[op id, output, bytes, block]`` as run.
+``analyses["fusion"]`` (:class:`~watos.ir.analyses.Fusion`): the level and the tensors saved as run.
 """
 from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from watos.ir import Graph, Op, OpKind, Phase, Value
+from watos.ir.analyses import Fusion, SavedTensor
 from watos.ir.pass_manager import Pass, PassConfig, PassError, register_pass
 
 _CHAIN = (OpKind.ELEMENTWISE, OpKind.VIEW)
@@ -27,17 +30,16 @@ FLASH_BACKWARD_FLOPS = 2.5  # x forward: dQ, dK, dV, dP and the recomputed QKᵀ
 
 @register_pass("fuse")
 class Fuse(Pass):
+    stage = "lower"
     requires = frozenset({"saved_activations"})
-    provides = frozenset({"fused"})
-    in_default_pipeline = False
+    provides = frozenset({"fusion"})
 
     class Config(PassConfig):
-        level: Literal["none", "basic", "flash"] = "basic"
+        level: Literal["none", "basic", "flash"] = Field("basic", description="the target's kernel fusion")
 
     def run(self, graph: Graph) -> None:
         level = self.config.level
-        saved_report = graph.analyses["saved_activations"]["tensors"]
-        saved = [list(t) for t in saved_report["as_traced" if level == "none" else "fused"]]
+        saved = list(graph.analyses["saved_activations"].tensors["as_traced" if level == "none" else "fused"])
         kept = _kept_values(graph, saved)
         if level == "none":
             for op in graph.ops:
@@ -51,7 +53,7 @@ class Fuse(Pass):
                     _merge_chains(op.members, graph, kept, softmax_joins=True)
         if level == "flash":
             saved = _flash_attention(graph, saved)
-        graph.analyses["fusion"] = {"level": level, "saved": saved}
+        graph.analyses["fusion"] = Fusion(level, tuple(saved))
 
     def verify(self, graph: Graph) -> None:
         for op in graph.ops:
@@ -59,9 +61,9 @@ class Fuse(Pass):
                 raise PassError(f"{op.name}: negative memory traffic")
 
 
-def _kept_values(graph: Graph, saved: list[list]) -> set[Value]:
+def _kept_values(graph: Graph, saved: list[SavedTensor]) -> set[Value]:
     """Values a kernel must write even if no forward op reads them: saved or graph outputs."""
-    return {(t[0], t[1]) for t in saved} | set(graph.outputs.values())
+    return {(t.op, t.output) for t in saved} | set(graph.outputs.values())
 
 
 def _each_op_a_kernel(op: Op) -> None:
@@ -156,7 +158,7 @@ def _chains(op: Op, softmax_joins: bool) -> bool:
     return op.kind in _CHAIN or (softmax_joins and op.target == "softmax")
 
 
-def _flash_attention(graph: Graph, saved: list[list]) -> list[list]:
+def _flash_attention(graph: Graph, saved: list[SavedTensor]) -> list[SavedTensor]:
     """Eager attention ops become flash kernels: s x s outputs neither written nor saved."""
     seq = graph.model.seq_len
     dropped: set[Value] = set()
@@ -170,7 +172,7 @@ def _flash_attention(graph: Graph, saved: list[list]) -> list[list]:
         op.attrs["io_bytes"] = ins + outs
         if op.phase is Phase.BACKWARD and op.grad_of is not None:
             op.flops = int(FLASH_BACKWARD_FLOPS * graph.op(op.grad_of).flops)
-    return [t for t in saved if (t[0], t[1]) not in dropped]
+    return [t for t in saved if (t.op, t.output) not in dropped]
 
 
 def _is_square(t, seq: int) -> bool:

@@ -6,27 +6,30 @@ run on the first stage; ops after the last block (final norm, LM head, loss) on 
 stages each micro-batch sends its activations forward and their gradients back: the block output, split
 over the TP group (scatter/gather) and over the CP group.
 
-Writes ``attrs["segment"]`` (``pre``, ``block``, ``post``) on every op and ``analyses["pipeline"]``:
-per stage, how many blocks of each block group it holds.
+Writes ``attrs["segment"]`` (``pre``, ``block``, ``post``) on every op and ``analyses["pipeline"]``
+(:class:`~watos.ir.analyses.PipelineLayout`): per stage, how many blocks of each block group it holds.
 """
 from __future__ import annotations
 
+from pydantic import Field
+
 from watos.ir import Graph, OpKind, Phase
+from watos.ir.analyses import PipelineLayout
 from watos.ir.pass_manager import Pass, PassConfig, register_pass
 
 
 @register_pass("pipeline")
 class Pipeline(Pass):
-    requires = frozenset({"sharded"})
-    provides = frozenset({"pipelined"})
-    in_default_pipeline = False
+    stage = "cost"
+    requires = frozenset({"sharding"})
+    provides = frozenset({"pipeline"})
 
     class Config(PassConfig):
-        pp: int = 1
-        interleave: int = 1
-        tp: int = 1
-        cp: int = 1
-        sequence_parallel: bool = False
+        pp: int = Field(1, description="pipeline stages")
+        interleave: int = Field(1, description="model chunks per stage (interleaved 1F1B)")
+        tp: int = Field(1, description="tensor-parallel degree (the boundary activation is split over it)")
+        cp: int = Field(1, description="context-parallel degree (the boundary activation is split over it)")
+        sequence_parallel: bool = Field(False, description="activations already split over TP along the sequence")
 
     def run(self, graph: Graph) -> None:
         c = self.config
@@ -44,11 +47,9 @@ class Pipeline(Pass):
         # (Megatron's scatter/gather optimisation, Narayanan et al. 2021 §4.1); under sequence
         # parallelism the activation is already split.
         boundary = _block_output_bytes(graph) // (c.tp * c.cp)
-        graph.analyses["pipeline"] = {
-            "pp": c.pp, "interleave": c.interleave,
-            "stage_blocks": [{str(k): v for k, v in s.items()} for s in stages],
-            "p2p_bytes": boundary,
-        }
+        graph.analyses["pipeline"] = PipelineLayout(
+            pp=c.pp, interleave=c.interleave, stage_blocks=tuple({str(k): v for k, v in s.items()} for s in stages),
+            p2p_bytes=boundary)
 
 
 def _segments(graph: Graph) -> None:

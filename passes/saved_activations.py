@@ -18,27 +18,25 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from watos.ir.aten import SHAPE_ONLY
 from watos.ir import Graph, Op, OpKind, Phase, Value
+from watos.ir.analyses import ActivationAccount, SavedActivations, SavedTensor
+from watos.ir.aten import SHAPE_ONLY
 from watos.ir.pass_manager import Pass, PassError, register_pass
 
 _CHAINABLE = (OpKind.ELEMENTWISE, OpKind.VIEW)
 
 
 @register_pass("saved_activations")
-class SavedActivations(Pass):
+class FindSavedActivations(Pass):
     requires = frozenset({"blocks"})
     provides = frozenset({"saved_activations"})
 
     def run(self, graph: Graph) -> None:
         saved = _saved_roots(graph)
         fused = _fused_roots(graph, saved)
-        graph.analyses["saved_activations"] = {
-            "as_traced": _account(graph, saved),
-            "fused": _account(graph, fused),
-            "used": "fused",
-            "tensors": {"as_traced": _tensors(graph, saved), "fused": _tensors(graph, fused)},
-        }
+        graph.analyses["saved_activations"] = SavedActivations(
+            as_traced=_account(graph, saved), fused=_account(graph, fused), used="fused",
+            tensors={"as_traced": _tensors(graph, saved), "fused": _tensors(graph, fused)})
         for op in graph.ops:
             op.attrs.pop("saved_bytes", None)
         for root in fused:
@@ -47,7 +45,7 @@ class SavedActivations(Pass):
 
     def verify(self, graph: Graph) -> None:
         report = graph.analyses["saved_activations"]
-        if report["fused"]["total_bytes"] > report["as_traced"]["total_bytes"]:
+        if report.fused.total_bytes > report.as_traced.total_bytes:
             raise PassError("fused accounting keeps more bytes than the traced graph")
 
 
@@ -135,13 +133,13 @@ def _owner(graph: Graph, root: Value, readers: set[int | None]) -> int | None:
     return next(iter(readers)) if len(readers) == 1 else graph.op(root[0]).block
 
 
-def _tensors(graph: Graph, roots: dict[Value, set[int | None]]) -> list[list]:
-    """[producer op id, output index, bytes, owning block] of every saved tensor, in graph order."""
-    return sorted([root[0], root[1], graph.type_of(root).nbytes, _owner(graph, root, readers)]
-                  for root, readers in roots.items())
+def _tensors(graph: Graph, roots: dict[Value, set[int | None]]) -> tuple[SavedTensor, ...]:
+    """Every saved tensor, in graph order."""
+    return tuple(sorted(SavedTensor(root[0], root[1], graph.type_of(root).nbytes, _owner(graph, root, readers))
+                        for root, readers in roots.items()))
 
 
-def _account(graph: Graph, roots: dict[Value, set[int | None]]) -> dict:
+def _account(graph: Graph, roots: dict[Value, set[int | None]]) -> ActivationAccount:
     """Bytes per traced block, at model level, and over the whole model (blocks replicated)."""
     per_block: dict[int, int] = defaultdict(int)
     model_level = 0
@@ -155,5 +153,5 @@ def _account(graph: Graph, roots: dict[Value, set[int | None]]) -> dict:
     groups = {g.representative: g.count for g in graph.block_groups}
     total = model_level + sum(per_block[b] * groups.get(b, 0) for b in per_block) if groups \
         else model_level + sum(per_block.values())
-    return {"per_block_bytes": {str(b): per_block[b] for b in sorted(per_block)},
-            "model_level_bytes": model_level, "total_bytes": total}
+    return ActivationAccount(per_block_bytes={str(b): per_block[b] for b in sorted(per_block)},
+                             model_level_bytes=model_level, total_bytes=total)

@@ -26,36 +26,40 @@ over static capacity buffers (GShard's einsum) already hold their padded rows in
 
 Per op: ``attrs["shard"]`` (how many devices share its work), ``attrs["mnk"]`` for
 matmuls (the per-device problem). Collectives are ops of kind ``collective`` with ``attrs["group"]`` and
-``attrs["bytes"]`` (per device). ``analyses["groups"]`` lists the device ranks of every group, Megatron
-order: TP fastest, then CP, then DP, then PP; EP groups are runs of ``ep`` consecutive DP ranks.
+``attrs["bytes"]`` (per device). ``analyses["sharding"]`` (:class:`~watos.ir.analyses.Sharding`) lists the
+device ranks of every group (:func:`watos.plan.parallel_groups`: Megatron order, TP fastest, then CP, then
+DP, then PP; EP groups are runs of ``ep`` consecutive DP ranks) and the parameters split over TP and EP.
 """
 from __future__ import annotations
 
 import math
 
-from watos.ir.aten import is_grouped_mm
-from watos.ir import DTYPE_BYTES, Graph, Op, OpKind, Phase, TensorType, Value
-from watos.ir.pass_manager import Pass, PassConfig, register_pass
-from watos.passes.tensor_roles import SPLIT_ROLES
+from pydantic import Field
 
+from watos.ir import DTYPE_BYTES, Graph, Op, OpKind, Phase, TensorType, Value
+from watos.ir.analyses import Sharding
+from watos.ir.aten import is_grouped_mm
+from watos.ir.pass_manager import Pass, PassConfig, register_pass
+from watos.ir.queries import expert_params, tp_split
+from watos.plan import parallel_groups
 
 
 @register_pass("shard")
 class Shard(Pass):
-    requires = frozenset({"fused", "tp_roles"})
-    provides = frozenset({"sharded"})
-    in_default_pipeline = False
+    stage = "cost"
+    requires = frozenset({"fusion", "tp_roles"})
+    provides = frozenset({"sharding"})
 
     class Config(PassConfig):
-        tp: int = 1
-        pp: int = 1
-        dp: int = 1
-        cp: int = 1
-        zero: int = 0
-        sequence_parallel: bool = False
-        grad_reduce_bytes: int = 4  # Megatron-LM reduces fp32 main gradients
-        ep: int = 1
-        load: float = 1.0  # routed tokens on the busiest EP rank over the mean (the routing model)
+        tp: int = Field(1, description="tensor-parallel degree")
+        pp: int = Field(1, description="pipeline stages")
+        dp: int = Field(1, description="data-parallel replicas")
+        cp: int = Field(1, description="context-parallel degree")
+        zero: int = Field(0, description="ZeRO stage (0-3)")
+        sequence_parallel: bool = Field(False, description="split a block's replicated ops along the sequence")
+        grad_reduce_bytes: int = Field(4, description="bytes per gradient element reduced (Megatron-LM: fp32)")
+        ep: int = Field(1, description="expert-parallel degree")
+        load: float = Field(1.0, description="routed tokens on the busiest EP rank over the mean (the routing model)")
 
     def run(self, graph: Graph) -> None:
         c = self.config
@@ -66,7 +70,7 @@ class Shard(Pass):
             _expert_parallel(graph, experts, collectives, c)
         for op in graph.ops:
             role = op.attrs["tp_role"]
-            tp_share = c.tp if role in SPLIT_ROLES or (c.sequence_parallel and op.block is not None
+            tp_share = c.tp if tp_split(op) or (c.sequence_parallel and op.block is not None
                                                       and op.phase is not Phase.OPTIMIZER) else 1
             cp_share = c.cp if op.phase is not Phase.OPTIMIZER and op.kind not in (OpKind.PARAM,) else 1
             if op.phase is Phase.OPTIMIZER:
@@ -98,21 +102,9 @@ class Shard(Pass):
                         _collective(graph, kind, "edp" if expert else "dp", numel * width, value, graph.op(value[0]),
                                     param=name, per_step=per_step))
         _insert_after(graph, collectives)
-        graph.analyses["groups"] = parallel_groups(c.tp, c.cp, c.dp, c.pp, c.ep)
-        graph.analyses["split_params"] = sorted(split_params)
-        graph.analyses["expert_params"] = sorted(experts) if c.ep > 1 else []
-
-
-def expert_params(graph: Graph) -> dict[str, Op]:
-    """The expert weights, name -> parameter op: 3-D parameters ``[E, ., .]`` that a forward matmul reads."""
-    params = {op.attrs["name"]: op for op in graph.ops if op.kind is OpKind.PARAM}
-    return {name: params[name] for op in graph.ops if op.phase is Phase.FORWARD and op.kind is OpKind.MATMUL
-            for name in op.params if len(params[name].outputs[0].shape) == 3}
-
-
-def expert_count(graph: Graph) -> int:
-    """Experts per MoE layer (the leading dimension of the expert weights); 0 for a dense model."""
-    return max((op.outputs[0].shape[0] for op in expert_params(graph).values()), default=0)
+        graph.analyses["sharding"] = Sharding(groups=parallel_groups(c.tp, c.cp, c.dp, c.pp, c.ep),
+                                              split_params=tuple(sorted(split_params)),
+                                              expert_params=tuple(sorted(experts)) if c.ep > 1 else ())
 
 
 def _expert_parallel(graph: Graph, experts: dict[str, Op], collectives: dict[int, list[Op]], c) -> None:
@@ -223,23 +215,3 @@ def _insert_after(graph: Graph, collectives: dict[int, list[Op]]) -> None:
         ops.extend(collectives.get(op.id, ()))
     graph.ops = ops
     graph.reindex()
-
-
-def parallel_groups(tp: int, cp: int, dp: int, pp: int, ep: int = 1) -> dict[str, list[list[int]]]:
-    """Device ranks of every TP, CP, DP and PP group (rank = t + tp·(c + cp·(d + dp·p))), and for ``ep`` > 1
-    the EP groups (DP ranks r·ep … r·ep + ep − 1) and the expert-data-parallel groups across them."""
-    def rank(t: int, c: int, d: int, p: int) -> int:
-        return t + tp * (c + cp * (d + dp * p))
-
-    expert = {} if ep == 1 else {
-        "ep": [[rank(t, c, r * ep + e, p) for e in range(ep)]
-               for p in range(pp) for r in range(dp // ep) for c in range(cp) for t in range(tp)],
-        "edp": [[rank(t, c, r * ep + e, p) for r in range(dp // ep) for c in range(cp)]
-                for p in range(pp) for e in range(ep) for t in range(tp)],
-    }
-    return {**expert,
-        "tp": [[rank(t, c, d, p) for t in range(tp)] for p in range(pp) for d in range(dp) for c in range(cp)],
-        "cp": [[rank(t, c, d, p) for c in range(cp)] for p in range(pp) for d in range(dp) for t in range(tp)],
-        "dp": [[rank(t, c, d, p) for d in range(dp) for c in range(cp)] for p in range(pp) for t in range(tp)],
-        "pp": [[rank(t, c, d, p) for p in range(pp)] for d in range(dp) for c in range(cp) for t in range(tp)],
-    }

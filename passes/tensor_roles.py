@@ -10,22 +10,22 @@ Megatron-LM keeps these replicated too; splitting them would split the residual 
 they differentiate; the input gradient of a column-parallel matmul is a partial sum (``attrs["partial"]``).
 
 Plan-independent, so it runs once when a graph is lowered (:func:`watos.pipelines.lower`), not for every
-plan costed. Writes ``attrs["tp_role"]`` on every op.
+plan costed. Writes ``attrs["tp_role"]`` on every op (:data:`watos.ir.queries.TP_SPLIT_ROLES` are split).
 """
 from __future__ import annotations
 
 from watos.ir import Graph, Op, OpKind, Phase, Value
 from watos.ir.pass_manager import Pass, register_pass
+from watos.ir.queries import TP_SPLIT_ROLES
 
-SPLIT_ROLES = ("column", "row", "split")
 _EXPERT_CHOICE = frozenset({"topk", "argmax", "sort"})
 
 
 @register_pass("tensor_roles")
 class TensorRoles(Pass):
-    requires = frozenset({"fused"})
+    stage = "lower"
+    requires = frozenset({"fusion"})
     provides = frozenset({"tp_roles"})
-    in_default_pipeline = False
 
     def run(self, graph: Graph) -> None:
         _tensor_parallel_roles(graph)
@@ -59,7 +59,7 @@ def _tensor_parallel_roles(graph: Graph) -> None:
                 out_split = weight_grad or forward_role == "row"
                 if forward_role == "column" and not weight_grad:
                     op.attrs["partial"] = True  # input gradient of a column matmul: all-reduced
-            elif forward_role in SPLIT_ROLES or (forward_role is None and reads_split):
+            elif forward_role in TP_SPLIT_ROLES or (forward_role is None and reads_split):
                 role, out_split = "split", True
             else:
                 role, out_split = "replicated", False

@@ -3,13 +3,12 @@ import json
 
 import pytest
 import torch
+from conftest import traced, traced_summary
 from torch import nn
+from watos.models import config_text
 
 import watos
 from watos.ir import OpKind
-from watos.models import config_text
-
-from conftest import traced, traced_summary
 
 
 def korthikanti_per_layer(seq: int, batch: int, hidden: int, heads: int) -> int:
@@ -71,7 +70,7 @@ def test_views_and_detach_count_one_storage_and_weights_are_not_activations():
     source = watos.load_model(TwoLinear(),
                               example_inputs=lambda b, s: (torch.zeros(b, s, 16, dtype=torch.bfloat16),))
     graph = watos.trace(source, seq_len=10, micro_batch=3)
-    saved = graph.analyses["saved_activations"]["as_traced"]["total_bytes"]
+    saved = graph.analyses["saved_activations"].as_traced.total_bytes
     x_bytes, hidden_bytes, out_bytes = 3 * 10 * 16 * 2, 3 * 10 * 64 * 2, 3 * 10 * 8 * 2
     # x (first's weight gradient), hidden (relu and second's weight gradient), second's output (pow).
     assert saved == x_bytes + hidden_bytes + out_bytes

@@ -3,13 +3,12 @@ import functools
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from watos import Plan, WatosError, cost_plan, load_target
 from watos.cli import main
-from watos.pipelines import cost_plan
-from watos.errors import WatosError
-from watos.hardware.target import load_target
-from watos.plan import Plan, check_plan
+from watos.plan import check_plan
 from watos.strategy.validate import CaseModel, hf_config, lowered_case
 
 A100 = load_target("dgx-a100-80g")
@@ -24,7 +23,7 @@ def gpt_22b(micro_batch: int):
 def per_layer(plan: Plan) -> dict:
     graph = cost_plan(gpt_22b(plan.micro_batch), A100, plan, dtype="fp16")
     rep = str(graph.block_groups[0].representative)
-    return {"cost": graph.analyses["device_cost"][rep], "bytes": graph.analyses["recompute"]["block_bytes"][plan.recompute][rep]}
+    return {"cost": graph.analyses["device_cost"].parts[rep], "bytes": graph.analyses["recompute"].block_bytes[plan.recompute][rep]}
 
 
 # Korthikanti et al. 2022, Table 4: one layer of the 22B model, tp 8, micro-batch 4: (forward, backward) ms.

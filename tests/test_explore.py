@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from watos import WatosError, load_target, load_template
 from watos.cli import main
-from watos.errors import WatosError
-from watos.explore.sweep import evaluate_point, grid, load_space
-from watos.hardware.target import load_target
-from watos.explore.store import ResultStore
-from watos.hardware.template import derive, instantiate, load_template
+from watos.exploration.store import ResultStore
+from watos.exploration.sweep import evaluate_point, grid, load_space
+from watos.hardware.template import derive, instantiate
 
 ROOT = Path(__file__).parent.parent
 SMALL_LLAMA = dict(model_type="llama", hidden_size=256, intermediate_size=512, num_hidden_layers=4,

@@ -15,10 +15,11 @@ from fixtures.store_worker import META, record
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watos.errors import WatosError
-from watos.explore.executors import _pipeline, run_all
-from watos.explore.pareto import pareto_front, write_pareto_png
-from watos.explore.store import FORMAT, ResultStore, point_key
+from watos import WatosError
+from watos.exploration.executors import _pipeline, run_all
+from watos.exploration.pareto import pareto_front
+from watos.exploration.store import FORMAT, ResultStore, point_key
+from watos.report.pictures import write_pareto_png
 
 # store ------------------------------------------------------------------------------
 

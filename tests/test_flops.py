@@ -2,10 +2,8 @@
 import json
 
 import pytest
-
-from watos.models import config_text
-
 from conftest import traced_summary
+from watos.models import config_text
 
 
 def korthikanti_eq7(batch: int, layers: int, seq: int, hidden: int, vocab: int) -> float:
@@ -64,12 +62,12 @@ def test_moe_expert_matmuls_count_each_routed_token_once():
     gate/up [E, h, 2f] and the down [E, f, h] weights: 6·(s·k)·h·f forward, twice that backward,
     whatever the number of experts E."""
     from conftest import FAMILIES
+
     import watos
-    from watos.frontend.sources import from_hf_config
 
     config = FAMILIES["mixtral"]
     s, k, h, f = 64, config["num_experts_per_tok"], config["hidden_size"], config["intermediate_size"]
-    graph = watos.trace(from_hf_config("mixtral", config), seq_len=s)
+    graph = watos.trace(config, seq_len=s)
     rep = graph.block_groups[0].representative
     grouped = [op for op in graph.ops if op.block == rep and op.aten.startswith("aten._grouped_mm")]
     forward = sum(op.flops for op in grouped if op.phase.value == "forward")

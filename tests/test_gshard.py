@@ -4,14 +4,12 @@ import math
 
 import pytest
 import torch
-
-import watos
-from watos.frontend.sources import from_config
-from watos.ir import OpKind, Phase
+from conftest import traced
 from watos.models import config_names, config_text
 from watos.models.gshard import top_k_gating
 
-from conftest import traced
+import watos
+from watos.ir import OpKind, Phase
 
 TINY = {"model_type": "gshard", "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
         "num_hidden_layers": 4, "num_attention_heads": 4, "num_experts": 4, "capacity_factor": 1.25}
@@ -44,7 +42,7 @@ def test_tiny_config_traces_with_the_formula_parameter_count(write_config, tied)
 def test_expert_matmul_flops_include_capacity_padding(seq, micro_batch):
     """Forward: wi and wo each 2·E·C·d·f per group (one group per sequence), C = ceil(1.25·2·S/E) slots
     per expert whether filled or not; backward twice that (input and weight gradients)."""
-    graph = watos.trace(from_config("tiny-gshard", TINY), seq_len=seq, micro_batch=micro_batch)
+    graph = watos.trace(TINY, seq_len=seq, micro_batch=micro_batch)
     capacity = math.ceil(TINY["capacity_factor"] * 2 * seq / TINY["num_experts"])
     experts = {op.id: op for op in graph.ops if op.kind is OpKind.MATMUL and op.phase is Phase.FORWARD
                and set(op.params) & {"model.layers.1.mlp.wi", "model.layers.1.mlp.wo"}}

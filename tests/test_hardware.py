@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from watos import WatosError, load_target
 from watos.cli import main
-from watos.errors import WatosError
-from watos.hardware.target import load_target, parse_target, shipped_targets
+from watos.hardware.target import parse_target, shipped_targets
 
 VALID = """
 name: t

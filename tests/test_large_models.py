@@ -1,6 +1,5 @@
 """Large-model checks. CI runs them in a small form; `pytest --slow` runs them at full size."""
 import pytest
-
 from conftest import traced_summary
 
 pytestmark = pytest.mark.slow
@@ -32,8 +31,8 @@ def test_moe_search_on_several_wafers_uses_expert_parallelism_and_costs_a_given_
     import json
 
     import yaml
-
     from conftest import FAMILIES
+
     from watos.cli import main
 
     if full_size:

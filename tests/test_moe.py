@@ -5,8 +5,6 @@ import pytest
 from conftest import FAMILIES
 
 import watos
-from watos.pipelines import lower
-from watos.frontend.sources import from_hf_config
 from watos.ir import OpKind, Phase
 
 
@@ -16,7 +14,7 @@ def lowered():
 
     def get(family: str):
         if family not in graphs:
-            graphs[family] = lower(watos.trace(from_hf_config(family, FAMILIES[family]), seq_len=64), "none")
+            graphs[family] = watos.lower(watos.trace(FAMILIES[family], seq_len=64), fusion="none")
         return graphs[family]
     return get
 
@@ -47,22 +45,18 @@ MIXTRAL8 = dict(FAMILIES["mixtral"], num_local_experts=8)
 
 @pytest.fixture(scope="module")
 def mixtral8():
-    return lower(watos.trace(from_hf_config("mixtral", MIXTRAL8), seq_len=64), "none")
+    return watos.lower(watos.trace(MIXTRAL8, seq_len=64), fusion="none")
 
 
 def _costed(graph, **fields):
-    from watos.pipelines import cost_plan
-    from watos.hardware.target import load_target
-    from watos.plan import make_plan
-
-    plan = make_plan({"dp": 8, "zero": 1, "global_batch": 8, **fields})
-    wafer = load_target("watos-config3")
-    return cost_plan(graph, wafer.model_copy(update={"topology": wafer.topology.model_copy(update={"rows": 2, "cols": 4})}),
+    plan = {"dp": 8, "zero": 1, "global_batch": 8, **fields}
+    wafer = watos.load_target("watos-config3")
+    return watos.cost_plan(graph, wafer.model_copy(update={"topology": wafer.topology.model_copy(update={"rows": 2, "cols": 4})}),
                      plan)
 
 
 def test_expert_parallelism_divides_expert_weights_and_adds_four_all_to_alls_per_moe_block(mixtral8):
-    from watos.passes.shard import expert_params
+    from watos.ir.queries import expert_params
 
     experts = expert_params(mixtral8)
     # blocks 0 and 1 are traced, block 2 is costed as a copy of block 1
@@ -84,15 +78,13 @@ def test_expert_parallelism_divides_expert_weights_and_adds_four_all_to_alls_per
     # dp = ep: each expert has one copy per TP/CP coordinate, so expert gradients are not reduced
     reduced = {op.attrs["param"] for op in split.ops if op.kind is OpKind.COLLECTIVE and "param" in op.attrs}
     assert not reduced & experts.keys() and reduced
-    assert split.analyses["groups"]["ep"] == [list(range(8))]
+    assert split.analyses["sharding"].groups["ep"] == [list(range(8))]
 
 
 @pytest.mark.parametrize(("routing", "load"), [({"skew": 0.5}, 1.5), ({"skew": 0.5, "capacity_factor": 1.2}, 1.2)])
 def test_the_busiest_expert_rank_sets_expert_time_and_all_to_all_bytes(mixtral8, routing, load):
     balanced, skewed = _costed(mixtral8, ep=4), _costed(mixtral8, ep=4, routing=routing)
-    from watos.hardware.target import load_target
-
-    launch = load_target("watos-config3").device.efficiency.kernel_overhead_us * 1e-6
+    launch = watos.load_target("watos-config3").device.efficiency.kernel_overhead_us * 1e-6
     pairs = list(zip(balanced.ops, skewed.ops))
     experts = [(a, b) for a, b in pairs if a.attrs.get("expert")]
     moved = [(a, b) for a, b in pairs if a.attrs.get("group") == "ep"]
@@ -108,12 +100,11 @@ def test_the_busiest_expert_rank_sets_expert_time_and_all_to_all_bytes(mixtral8,
 @pytest.mark.parametrize(("fields", "message"), [({"ep": 3, "dp": 6}, "ep=3 must divide dp=6 and the 8 experts"),
                                                  ({"ep": 16, "dp": 16}, "ep=16 must divide dp=16 and the 8 experts")])
 def test_expert_parallel_degree_must_divide_dp_and_the_experts(fields, message):
-    from watos.errors import WatosError
     from watos.plan import check_plan, make_plan
 
-    with pytest.raises(WatosError, match=message):
+    with pytest.raises(watos.WatosError, match=message):
         check_plan(make_plan(fields), heads=4, kv_heads=2, layers=3, seq_len=64, experts=8)
-    with pytest.raises(WatosError, match="has no experts"):
+    with pytest.raises(watos.WatosError, match="has no experts"):
         check_plan(make_plan({"ep": 2, "dp": 2}), heads=4, kv_heads=2, layers=3, seq_len=64)
 
 
@@ -123,12 +114,10 @@ def test_search_splits_experts_when_memory_demands_and_reports_considered_plans(
     import dataclasses
 
     from test_search import wafer
-    from watos.plan import Plan
-    from watos.strategy.search import make_problem, search
-
-    problem = make_problem(from_hf_config("mixtral", MIXTRAL8), wafer(2, 4, 0.004), seq=64, global_batch=16)
-    problem = dataclasses.replace(problem, micro_batches=(1, 2), interleaves=(1,))
-    found = search(problem, considered=[Plan(dp=8, ep=8, zero=1, global_batch=16), Plan(dp=8, ep=3, global_batch=16)])
+    problem = watos.make_problem(MIXTRAL8, wafer(2, 4, 0.004), seq=64, global_batch=16)
+    problem = dataclasses.replace(problem, micro_batch_sizes=(1, 2), interleaves=(1,))
+    found = watos.search(problem, considered=[watos.Plan(dp=8, ep=8, zero=1, global_batch=16),
+                                              watos.Plan(dp=8, ep=3, global_batch=16)], baselines=False)
     assert found["best"]["plan"]["ep"] > 1 and found["best"]["peak_dram_gb_per_die"] <= 0.004
     given, wrong = found["considered"]
     assert given["plan"]["ep"] == 8 and 0 < given["tokens_per_s"] <= found["best"]["tokens_per_s"]
@@ -155,7 +144,7 @@ def test_static_capacity_experts_dispatch_their_padded_buffers_and_ignore_the_sk
 
     from test_gshard import TINY
 
-    graph = lower(watos.trace(write_config(TINY, "gshard"), seq_len=32), "none")
+    graph = watos.lower(watos.trace(write_config(TINY, "gshard"), seq_len=32), fusion="none")
     capacity = math.ceil(TINY["capacity_factor"] * 2 * 32 / TINY["num_experts"])
     routed = TINY["num_experts"] * capacity * TINY["hidden_size"] * 2  # bf16
     balanced = _costed(graph, ep=4)
@@ -169,9 +158,7 @@ def test_the_search_counts_every_block_s_expert_weights():
     """The memory screen divides expert weights by EP: it must count all 3 layers' experts, not only the
     traced blocks' (block 2 is costed as a copy of block 1)."""
     from test_search import wafer
-    from watos.strategy.search import make_problem
-
-    problem = make_problem(from_hf_config("mixtral", MIXTRAL8), wafer(2, 4, 0.004), seq=64)
+    problem = watos.make_problem(MIXTRAL8, wafer(2, 4, 0.004), seq=64)
     h, f = MIXTRAL8["hidden_size"], MIXTRAL8["intermediate_size"]
     assert problem.info["expert_parameters"] == 3 * 8 * 3 * h * f
     assert problem.limits["experts"] == 8

@@ -1,8 +1,14 @@
 """Collective costs: rings routed on the mesh with contention, α-β tiers on switched networks."""
 import pytest
 
-from watos.hardware.target import SystemLink, load_target
-from watos.network.collectives import collective_time, link_loads, mesh_collective, route_xy
+from watos import load_target
+from watos.hardware.target import SystemLink
+from watos.network.collectives import (
+    collective_time,
+    link_loads,
+    mesh_collective,
+    route_xy,
+)
 
 
 def test_xy_route_goes_along_the_row_then_the_column():

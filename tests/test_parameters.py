@@ -3,14 +3,13 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, CONFIG_MAPPING
-
-import watos
-from watos.frontend.sources import from_hf_config
-from watos.ir import OpKind
+from conftest import FAMILIES, traced
+from transformers import CONFIG_MAPPING, AutoModelForCausalLM
 from watos.models import DEFINITIONS, config_names, config_text
 
-from conftest import FAMILIES, traced
+import watos
+from watos.ir import OpKind
+
 
 def reference_count(config: dict) -> int:
     fields = {k: v for k, v in config.items() if k != "model_type" and not k.startswith("_")}
@@ -66,7 +65,7 @@ def test_unshipped_family_parameter_count_is_exact(family, write_config):
 def test_fp32_training_traces_with_each_parameter_its_own_master_copy():
     """In fp32 (and for fp32 parameters of a 16-bit model, such as an MoE router's bias) the optimizer
     updates the parameter itself: no separate master copy, and no in-place update of a leaf tensor."""
-    graph = watos.trace(from_hf_config("llama", FAMILIES["llama"]), seq_len=16, dtype="fp32")
+    graph = watos.trace(FAMILIES["llama"], seq_len=16, dtype="fp32")
     assert graph.model.parameters == reference_count(FAMILIES["llama"])
     states = [op.attrs["name"] for op in graph.ops if op.kind is OpKind.INPUT and ":" in op.attrs.get("name", "")]
     assert len(states) == 2 * len([op for op in graph.ops if op.kind is OpKind.PARAM])  # two moments each

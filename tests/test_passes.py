@@ -4,14 +4,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import watos.passes
+from watos.passes import Graph, OpKind, Pass, PassConfig, PassError, register_pass
 
 import watos
-import watos.passes
-from watos.ir import pass_manager
 from watos.cli import main
-from watos.ir import Graph, OpKind
-from watos.ir.pass_manager import Pass, PassConfig, PassError, PassManager, make_pipeline, register_pass
-from watos.frontend.trace import trace
+from watos.frontend.trace import trace_step
+from watos.ir import pass_manager
+from watos.ir.pass_manager import PassManager, make_pipeline
+from watos.pipelines import import_passes
 
 README = Path(__file__).parents[1] / "README.md"
 TINY = "tests/fixtures/user_models.py:tiny_lm"
@@ -24,7 +25,7 @@ def private_registry(monkeypatch):
 
 
 def imported():
-    return trace(watos.load_model(TINY), seq_len=8, micro_batch=2)
+    return trace_step(watos.load_model(TINY), seq_len=8, micro_batch=2)
 
 
 def readme_pass_source() -> str:
@@ -35,7 +36,7 @@ def readme_pass_source() -> str:
 
 
 def test_default_pipeline_orders_builtin_passes_by_dependencies():
-    names = [p.name for p in pass_manager.default_pipeline()]
+    names = [p.name for p in import_passes()]
     assert names == ["canonicalize", "annotate", "group_blocks", "saved_activations"]
 
 
@@ -47,7 +48,7 @@ def test_missing_requirement_names_the_pass():
 def test_failing_pass_is_named_with_those_before_it(private_registry):
     @register_pass("explodes")
     class Explodes(Pass):
-        requires = frozenset({"costs"})
+        requires = frozenset({"op_costs"})
 
         def run(self, graph: Graph) -> None:
             raise RuntimeError("boom")
@@ -113,7 +114,7 @@ def test_user_pass_requiring_nothing_runs_last(private_registry):
         def run(self, graph: Graph) -> None:
             graph.analyses["observed"] = len(graph.ops)
 
-    assert [p.name for p in pass_manager.default_pipeline()][-1] == "observer"
+    assert [p.name for p in import_passes()][-1] == "observer"
 
 
 def test_user_pass_with_unprovided_requirement_is_an_error(private_registry):
@@ -122,7 +123,7 @@ def test_user_pass_with_unprovided_requirement_is_an_error(private_registry):
         requires = frozenset({"magic"})
 
     with pytest.raises(PassError, match="needs_magic requires \\['magic'\\]"):
-        pass_manager.default_pipeline()
+        import_passes()
 
 
 def test_plugin_file_registers_a_pass(tmp_path, private_registry, capsys):

@@ -1,4 +1,5 @@
-"""Pipeline timelines (watos.report.timeline) and the pictures of a report (watos.report.pictures)."""
+"""Pipeline timelines (watos.report.timeline), the Chrome trace (watos.report.chrome_trace) and the pictures
+of a report (watos.report.pictures)."""
 import itertools
 import json
 from collections import Counter
@@ -8,12 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watos.report.pictures import (
-    chrome_trace,
-    mesh_figure_data,
-    write_chrome_trace,
-    write_mesh_png,
-)
+from watos.report.chrome_trace import chrome_trace, write_chrome_trace
+from watos.report.pictures import mesh_figure_data, write_mesh_png
 from watos.report.timeline import makespan, pipeline_events
 
 TF, TB = 1.0, 2.0

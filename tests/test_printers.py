@@ -1,9 +1,9 @@
 """IR printers: text (one line per op), JSON (complete, deterministic), DOT (one block)."""
 import json
 
-from watos.ir.printers import summary, to_dot, to_json, to_text
-
 from conftest import traced
+
+from watos.ir.printers import summary, to_dot, to_json, to_text
 
 
 def test_text_has_one_line_per_op_with_costs():

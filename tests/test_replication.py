@@ -1,9 +1,8 @@
 """Tracing one block per distinct structure and counting it equals tracing every block."""
 import pytest
+from conftest import FAMILIES, traced, traced_summary
 
 import watos
-from conftest import FAMILIES, traced, traced_summary
-from watos.frontend.sources import from_hf_config
 
 TOTALS = ["forward_flops", "backward_flops", "bytes_moved", "activation_bytes_total", "ops", "parameters",
           "activation_bytes_per_block"]
@@ -43,7 +42,7 @@ def test_shipped_model_traces_two_blocks_and_counts_all():
 def test_tracing_a_source_twice_gives_the_same_graph():
     """Replication truncates the blocks while tracing; the source must come back whole (the search
     traces one source at several micro-batch sizes)."""
-    source = from_hf_config("llama", FAMILIES["llama"])
+    source = watos.load_model(FAMILIES["llama"])
     first = watos.trace(source, seq_len=32)
     second = watos.trace(source, seq_len=32)
     assert first.model.num_blocks == second.model.num_blocks == FAMILIES["llama"]["num_hidden_layers"]

@@ -8,18 +8,29 @@ import json
 import pytest
 import yaml
 
-from watos.strategy.baselines import cerebras_ws, equal_peak_gpus, megatron, run_baselines
+import watos
+from watos import Borrow, Plan, WatosError, cost_plan, load_target, make_problem
 from watos.cli import main
-from watos.pipelines import cost_plan
-from watos.errors import WatosError
-from watos.strategy.gcmr import gcmr
-from watos.hardware.target import load_target, parse_target
+from watos.hardware.target import parse_target
 from watos.network.collectives import mesh_collective
 from watos.network.placement import objective, place
-from watos.plan import Borrow, Plan
 from watos.report.build import build_report
-from watos.report.pictures import chrome_trace, mesh_figure_data
-from watos.strategy.search import exhaustive, make_problem, search, space_size
+from watos.report.chrome_trace import chrome_trace
+from watos.report.pictures import mesh_figure_data
+from watos.strategy.baselines import (
+    cerebras_ws,
+    equal_peak_gpus,
+    megatron,
+    run_baselines,
+)
+from watos.strategy.gcmr import gcmr
+from watos.strategy.search import exhaustive
+from watos.strategy.space import space_size
+
+
+def search(problem, **options):
+    """The search alone (no baselines), through the public API."""
+    return watos.search(problem, baselines=False, **options)
 
 CONFIG3 = load_target("watos-config3")
 SMALL_LLAMA = dict(model_type="llama", hidden_size=256, intermediate_size=512, num_hidden_layers=4,
@@ -35,10 +46,8 @@ def wafer(rows: int, cols: int, dram_gb: float, base=CONFIG3):
 
 @functools.lru_cache(maxsize=None)
 def small_problem(rows=2, cols=2, dram_gb=0.05):
-    from watos.frontend.sources import from_hf_config
-
-    problem = make_problem(from_hf_config("llama", SMALL_LLAMA), wafer(rows, cols, dram_gb), seq=256)
-    return dataclasses.replace(problem, micro_batches=(1, 2), interleaves=(1,))
+    problem = make_problem(SMALL_LLAMA, wafer(rows, cols, dram_gb), seq=256)
+    return dataclasses.replace(problem, micro_batch_sizes=(1, 2), interleaves=(1,))
 
 
 # -- placement and mesh collectives ----------------------------------------------------------------
@@ -170,7 +179,7 @@ def test_tp4_pp8_beats_tp8_pp4_on_a_row_major_32_die_mesh():
     """The paper's observation for a 70B-class model on 32 dies holds where a ring of 8 is a row of the
     mesh (row-major placement); docs/search.md shows that compact placement reverses it (by 1.2 %)."""
     problem = make_problem("llama3-70b", wafer(4, 8, 70.0), seq=4096, global_batch=256)
-    problem = dataclasses.replace(problem, micro_batches=(1,))
+    problem = dataclasses.replace(problem, micro_batch_sizes=(1,))
     speeds = {}
     for tp, pp in ((4, 8), (8, 4)):
         plan = Plan(tp=tp, pp=pp, micro_batch=1, global_batch=256, sequence_parallel=True, recompute="full")
@@ -227,13 +236,12 @@ def test_several_wafers_are_placed_and_searched():
     assert place("compact", 2, 2, 2, 1, 4, wafers=2) == [0, 1, 2, 3, 4, 5, 6, 7]
     with pytest.raises(WatosError, match="do not fit whole"):
         place("compact", 2, 2, 8, 1, 1, wafers=2)
-    from watos.frontend.sources import from_hf_config
     from watos.hardware.target import SystemLink
 
     target = wafer(2, 2, 1.0).model_copy(update={"systems": SystemLink(count=2, bandwidth_gb_per_s_per_direction=400,
                                                                        latency_us=1)})
-    problem = dataclasses.replace(make_problem(from_hf_config("llama", SMALL_LLAMA), target, seq=256),
-                                  micro_batches=(1,), interleaves=(1,))
+    problem = dataclasses.replace(make_problem(SMALL_LLAMA, target, seq=256),
+                                  micro_batch_sizes=(1,), interleaves=(1,))
     assert problem.devices == 8
     found = search(problem, generations=1)
     assert Plan(**found["best"]["plan"]).devices == 8 and found["best"]["tokens_per_s"] > 0

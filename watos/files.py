@@ -1,13 +1,25 @@
-"""Reading user documents (YAML and JSON files) safely, with one-line errors naming the file."""
+"""The user's files: documents read safely (YAML, JSON) and validated strictly, with one-line errors
+naming the file; outputs staged so that a failed run leaves nothing half-written."""
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from watos.errors import WatosError
+
+
+class StrictModel(BaseModel):
+    """Base of every schema a user writes (targets, plans, templates, cases, pass options): unknown fields
+    are errors and values are frozen once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def read_file(path: str, what: str) -> str:
@@ -42,3 +54,24 @@ def parse_json_object(text: str, where: str, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise WatosError(f"{where}: {what} must be a JSON object, got {type(data).__name__}")
     return data
+
+
+@contextlib.contextmanager
+def staged_files(directory: str, option: str, stale: str | None = None) -> Iterator[Path]:
+    """Files written into a staging folder beside ``directory`` and moved into it together, only if all of
+    them succeed (``stale``: a glob of the directory's files the new ones replace); nothing is left
+    half-written. ``option`` names the flag in errors."""
+    target = Path(directory)
+    if target.exists() and not target.is_dir():
+        raise WatosError(f"{option} {target}: exists and is not a directory")
+    target.resolve().parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".watos-", dir=target.resolve().parent))
+    try:
+        yield staging
+        target.mkdir(exist_ok=True)
+        for old in target.glob(stale) if stale else ():
+            old.unlink()
+        for new in staging.iterdir():
+            new.replace(target / new.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

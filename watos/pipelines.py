@@ -1,14 +1,32 @@
-"""Cost one plan of one model on one target: the costing pipeline on a copy of the traced IR."""
+"""The named pipelines, one per pass stage (:data:`watos.ir.pass_manager.STAGES`):
+
+* ``import`` (:func:`import_passes`): canonicalize, annotate, group_blocks, saved_activations — the traced
+  graph, whatever the target;
+* ``lower`` (:func:`lower`): fuse (the target's kernel fusion) and tensor_roles — plan-independent, so a
+  graph is lowered once and many plans are costed on it;
+* ``cost`` (:func:`cost_plan`): shard, pipeline, recompute, place, device_cost, then the strategy's
+  schedule: ``schedule`` (3D parallelism) or ``weight_streaming``.
+
+A user's pass joins the pipeline of the stage it declares, right after the passes that provide what it
+requires (:func:`watos.ir.pass_manager.join_stage`); a costing-stage pass receives the ``target``, ``plan``
+and ``dtype`` being costed if its options declare them.
+"""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
+from watos.frontend.sources import ModelSource, load_model
 from watos.hardware.target import Target
 from watos.ir import DTYPE_BYTES, Graph
-from watos.ir.pass_manager import Instrument, Pass, PassManager, registered_passes
+from watos.ir.instruments import Instrument
+from watos.ir.pass_manager import Pass, PassManager, join_stage, registered_passes
 from watos.plan import Plan
 
-COSTING_PIPELINE = ("shard", "pipeline", "recompute", "place", "device_cost", "schedule")
+IMPORT_PASSES = ("canonicalize", "annotate", "group_blocks", "saved_activations")
+LOWER_PASSES = ("fuse", "tensor_roles")
+COST_PASSES = ("shard", "pipeline", "recompute", "place", "device_cost")
+SCHEDULES = {"3d": "schedule", "weight-streaming": "weight_streaming"}
+"""The pass that schedules a plan's step, by ``plan.strategy``."""
 
 
 def attention_for(fusion: str) -> str:
@@ -16,39 +34,74 @@ def attention_for(fusion: str) -> str:
     return "sdpa" if fusion == "flash" else "eager"
 
 
+def import_passes() -> list[Pass]:
+    """The import stage: the built-in passes and every import-stage pass a user registered."""
+    registry = registered_passes()
+    return join_stage("import", [registry[name]() for name in IMPORT_PASSES], IMPORT_PASSES)
+
+
+def trace(source: Any, *, seq_len: int = 2048, micro_batch: int = 1, dtype: str = "bf16", attention: str = "sdpa",
+          replicate_blocks: bool = True, passes: list[Pass] | None = None,
+          instruments: Iterable[Instrument] = ()) -> Graph:
+    """Trace one training step of ``source`` (anything :func:`~watos.frontend.sources.load_model` takes) and
+    run the import pipeline (or ``passes``) on its IR."""
+    from watos.frontend.trace import (
+        trace_step,  # torch: imported when a model is traced, not before
+    )
+
+    if not isinstance(source, ModelSource):
+        source = load_model(source)
+    graph = trace_step(source, seq_len=seq_len, micro_batch=micro_batch, dtype=dtype, attention=attention,
+                       replicate_blocks=replicate_blocks)
+    return PassManager(passes if passes is not None else import_passes(), instruments).run(graph)
+
+
 def lower(graph: Graph, fusion: str, instruments: Iterable[Instrument] = ()) -> Graph:
-    """A copy of a traced graph with a target's kernel fusion applied (plan-independent: lower once,
-    cost many plans)."""
+    """A copy of a traced graph lowered for a target's kernel fusion (``none``, ``basic``, ``flash``):
+    plan-independent, so lower once and cost many plans."""
     registry = registered_passes()
-    return PassManager([registry["fuse"](level=fusion), registry["tensor_roles"]()], instruments).run(graph.clone())
+    passes = join_stage("lower", [registry["fuse"](level=fusion), registry["tensor_roles"]()], LOWER_PASSES,
+                        {"fusion": fusion})
+    return PassManager(passes, instruments).run(graph.clone())
 
 
-def costing_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass]:
-    """The costing pipeline configured for one target and plan."""
+def cost_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass]:
+    """The cost stage configured for one target and plan."""
     registry = registered_passes()
-    shard, pipeline, recompute, place, device_cost, schedule = (registry[n] for n in COSTING_PIPELINE)
+    shard, pipeline, recompute, place, device_cost = (registry[n] for n in COST_PASSES)
     parallel = dict(tp=plan.tp, cp=plan.cp)
-    return [
+    borrow = tuple((b.sender, b.helper, b.gb * 1e9) for b in plan.borrow)
+    builtin = [
         shard(**parallel, pp=plan.pp, dp=plan.dp, zero=plan.zero, sequence_parallel=plan.sequence_parallel,
               grad_reduce_bytes=DTYPE_BYTES[plan.grad_reduce_dtype], ep=plan.ep, load=plan.routing.load),
         pipeline(**parallel, pp=plan.pp, interleave=plan.interleave, sequence_parallel=plan.sequence_parallel),
         recompute(**parallel, policy=plan.recompute, sequence_parallel=plan.sequence_parallel),
-        place(target=target, strategy=plan.placement, **parallel, dp=plan.dp, pp=plan.pp, seed=plan.seed,
-              pairs=tuple((b.sender, b.helper, b.gb * 1e9) for b in plan.borrow)),
+        place(target=target, placement=plan.placement, **parallel, dp=plan.dp, pp=plan.pp, seed=plan.seed,
+              pairs=borrow),
         device_cost(target=target, dtype=dtype),
-        schedule(target=target, **parallel, pp=plan.pp, dp=plan.dp, ep=plan.ep, zero=plan.zero,
-                 micro_batches=plan.micro_batches, sequences_per_step=plan.sequences_per_step,
-                 interleave=plan.interleave, kind=plan.pipeline_kind,
-                 overlap_grad_reduce=plan.overlap_grad_reduce, dtype=dtype, strategy=plan.strategy,
-                 borrow=tuple((b.sender, b.helper, b.gb * 1e9) for b in plan.borrow),
-                 # main_grad += grad: read the 16-bit gradient and the main gradient, write the latter
-                 grad_accumulation_bytes=0 if plan.grad_accumulation == "fused"
-                 else DTYPE_BYTES[dtype] + 2 * DTYPE_BYTES[plan.grad_reduce_dtype]),
+        _schedule(registry[SCHEDULES[plan.strategy]], target, plan, dtype, borrow),
     ]
+    return join_stage("cost", builtin, (*COST_PASSES, *SCHEDULES.values()),
+                      {"target": target, "plan": plan, "dtype": dtype})
+
+
+def _schedule(schedule: type[Pass], target: Target, plan: Plan, dtype: str,
+              borrow: tuple[tuple[int, int, float], ...]) -> Pass:
+    """The strategy's scheduling pass with the plan's knobs it takes."""
+    common = dict(target=target, tp=plan.tp, pp=plan.pp, dp=plan.dp, cp=plan.cp, micro_batches=plan.micro_batches,
+                  sequences_per_step=plan.sequences_per_step, dtype=dtype)
+    if plan.strategy == "weight-streaming":
+        return schedule(**common)
+    return schedule(**common, ep=plan.ep, zero=plan.zero, interleave=plan.interleave, kind=plan.pipeline_kind,
+                    overlap_grad_reduce=plan.overlap_grad_reduce, borrow=borrow,
+                    # main_grad += grad: read the 16-bit gradient and the main gradient, write the latter
+                    grad_accumulation_bytes=0 if plan.grad_accumulation == "fused"
+                    else DTYPE_BYTES[dtype] + 2 * DTYPE_BYTES[plan.grad_reduce_dtype])
 
 
 def cost_plan(lowered: Graph, target: Target, plan: Plan, instruments: Iterable[Instrument] = (),
               dtype: str = "bf16", verify: bool = True) -> Graph:
     """A costed copy of a lowered graph (traced at ``plan.micro_batch``, see :func:`lower`); its
-    ``analyses["cost"]`` holds the result. ``verify=False``: see :class:`~watos.ir.pass_manager.PassManager`."""
-    return PassManager(costing_passes(target, plan, dtype), instruments, verify).run(lowered.clone())
+    ``analyses["cost"]`` holds the :class:`~watos.ir.analyses.StepMetrics`. ``verify=False``: see
+    :class:`~watos.ir.pass_manager.PassManager`."""
+    return PassManager(cost_passes(target, plan, dtype), instruments, verify).run(lowered.clone())

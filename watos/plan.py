@@ -1,32 +1,33 @@
 """A training plan: how one model is split over the devices of a target, and how it is scheduled."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from watos.files import parse_yaml_mapping, read_file
 from watos.errors import WatosError, describe_validation_error
-from watos.ir.aten import is_grouped_mm
+from watos.files import StrictModel, parse_yaml_mapping, read_file
 from watos.ir import Graph
-from watos.network.placement import Strategy
+from watos.ir.queries import dropless_experts, expert_params, routed_top_k
+from watos.network.placement import Placement
 
-Recompute = Literal["none", "selective", "full"]
-Schedule = Literal["1f1b", "gpipe", "interleaved"]
+RecomputePolicy = Literal["none", "selective", "full"]
+RECOMPUTE_POLICIES: tuple[RecomputePolicy, ...] = get_args(RecomputePolicy)
+"""Recomputation policies (Korthikanti et al. 2022): keep every saved tensor; recompute the attention core;
+keep only each block's input and re-run its forward."""
+PipelineSchedule = Literal["1f1b", "gpipe", "interleaved"]
 
 
-class Borrow(BaseModel):
+class Borrow(StrictModel):
     """Cross-die memory (WATOS Sender/Helper): every die of stage ``sender`` keeps ``gb`` of its
     checkpoints in the DRAM of its counterpart die of stage ``helper``, over the die-to-die links."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     sender: int = Field(ge=0)
     helper: int = Field(ge=0)
     gb: float = Field(gt=0)
 
 
-class Routing(BaseModel):
+class Routing(StrictModel):
     """The routing model of MoE layers, which fake tensors cannot trace (the token split is data dependent).
 
     Balanced top-k: every token picks k experts and, on average, every expert-parallel rank receives an
@@ -37,8 +38,6 @@ class Routing(BaseModel):
     graph routes into static capacity buffers (GShard's einsum dispatch) already carries its padding and is
     not scaled again.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     skew: float = Field(default=0.0, ge=0)
     capacity_factor: float | None = Field(default=None, ge=1)
@@ -55,7 +54,7 @@ class Routing(BaseModel):
                 f"(skew {self.skew:g}, {dropping})")
 
 
-class Plan(BaseModel):
+class Plan(StrictModel):
     """Parallel degrees and schedule knobs (Megatron-LM vocabulary).
 
     ``recompute``: ``none``; ``selective`` (the attention core, Korthikanti et al. 2022); ``full`` (every
@@ -74,8 +73,6 @@ class Plan(BaseModel):
     DDP of 2021), and reduced after the backward, or overlapped with it when ``overlap_grad_reduce``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     strategy: Literal["3d", "weight-streaming"] = "3d"
     tp: int = Field(default=1, gt=0)
     pp: int = Field(default=1, gt=0)
@@ -86,11 +83,11 @@ class Plan(BaseModel):
     zero: Literal[0, 1, 2, 3] = 0
     micro_batch: int = Field(default=1, gt=0)
     global_batch: int = Field(default=0, ge=0, description="sequences per step; 0 means dp·micro_batch")
-    recompute: Recompute | tuple[Recompute, ...] = "none"  # one policy, or one per pipeline stage
+    recompute: RecomputePolicy | tuple[RecomputePolicy, ...] = "none"  # one policy, or one per pipeline stage
     sequence_parallel: bool = False
     interleave: int = Field(default=1, gt=0)
-    schedule: Schedule = "1f1b"
-    placement: Strategy = "row_major"
+    schedule: PipelineSchedule = "1f1b"
+    placement: Placement = "row_major"
     borrow: tuple[Borrow, ...] = ()
     seed: int = 0
     overlap_grad_reduce: bool = False
@@ -106,7 +103,7 @@ class Plan(BaseModel):
         return self.global_batch or self.dp * self.micro_batch
 
     @property
-    def pipeline_kind(self) -> Schedule:
+    def pipeline_kind(self) -> PipelineSchedule:
         """The pipeline schedule run: interleaved 1F1B whenever stages hold several model chunks."""
         return "interleaved" if self.interleave > 1 else self.schedule
 
@@ -151,32 +148,39 @@ def check_plan(plan: Plan, *, heads: int, kv_heads: int, layers: int, seq_len: i
         raise WatosError(f"plan: interleaving needs micro-batches ({plan.micro_batches}) to be a multiple of pp ({plan.pp})")
 
 
-def model_limits(graph: Graph) -> dict[str, int]:
-    """What a plan must divide, from a traced graph: the keyword arguments of :func:`check_plan`."""
-    from watos.passes.shard import expert_count
-
-    config = graph.model.config
-    heads = config.get("num_attention_heads") or config.get("n_head") or 1
-    return {"heads": heads, "kv_heads": config.get("num_key_value_heads") or heads,
-            "layers": max(graph.model.num_blocks, 1), "seq_len": graph.model.seq_len, "experts": expert_count(graph)}
-
-
 def routing_note(graph: Graph, routing: Routing) -> str | None:
     """The routing model a report states for an MoE model (None for a dense model): experts per layer and
     top-k from the graph (the top-k over expert scores), the busiest rank from ``routing`` for a dropless
     model (grouped expert matmuls); a model routing into static capacity buffers carries them in its graph."""
-    from watos.passes.shard import expert_params
-
     weights = expert_params(graph)
     if not weights:
         return None
     experts = max(param.outputs[0].shape[0] for param in weights.values())
-    k = max((op.outputs[0].shape[-1] for op in graph.ops if op.target == "topk"
-             and graph.type_of(op.inputs[0]).shape[-1] == experts), default=1)
-    if any(is_grouped_mm(op.aten) for op in graph.ops if weights.keys() & set(op.params)):
+    k = routed_top_k(graph, experts)
+    if dropless_experts(graph, weights):
         return routing.describe(experts, k)
     return (f"top-{k} of {experts} experts into static capacity buffers traced in the model's graph (every EP "
             "rank computes its experts' full buffers; tokens over capacity are dropped; no skew applied)")
+
+
+def parallel_groups(tp: int, cp: int, dp: int, pp: int, ep: int = 1) -> dict[str, list[list[int]]]:
+    """Device ranks of every TP, CP, DP and PP group in Megatron's order (rank = t + tp·(c + cp·(d + dp·p)):
+    TP fastest, then CP, DP, PP), and for ``ep`` > 1 the EP groups (DP ranks r·ep … r·ep + ep − 1) and the
+    expert-data-parallel groups across them."""
+    def rank(t: int, c: int, d: int, p: int) -> int:
+        return t + tp * (c + cp * (d + dp * p))
+
+    expert = {} if ep == 1 else {
+        "ep": [[rank(t, c, r * ep + e, p) for e in range(ep)]
+               for p in range(pp) for r in range(dp // ep) for c in range(cp) for t in range(tp)],
+        "edp": [[rank(t, c, r * ep + e, p) for r in range(dp // ep) for c in range(cp)]
+                for p in range(pp) for e in range(ep) for t in range(tp)],
+    }
+    return {**expert,
+            "tp": [[rank(t, c, d, p) for t in range(tp)] for p in range(pp) for d in range(dp) for c in range(cp)],
+            "cp": [[rank(t, c, d, p) for c in range(cp)] for p in range(pp) for d in range(dp) for t in range(tp)],
+            "dp": [[rank(t, c, d, p) for d in range(dp) for c in range(cp)] for p in range(pp) for t in range(tp)],
+            "pp": [[rank(t, c, d, p) for p in range(pp)] for d in range(dp) for c in range(cp) for t in range(tp)]}
 
 
 def load_plan(path: str) -> Plan:

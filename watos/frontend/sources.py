@@ -7,6 +7,7 @@ A spec is one of
   * ``path/to/file.py:factory`` or ``package.module:attr`` naming a callable that returns an
     ``nn.Module`` (if that module also defines ``example_inputs(micro_batch, seq_len)``, its result
     is the model's input),
+  * a config dict, as a ``config.json`` would hold it (Python API only; named by its ``model_type``),
   * an ``nn.Module`` object (Python API only).
 
 Nothing here allocates weights or reaches a network: models are built under ``torch.device("meta")``.
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from watos.files import parse_json_object, read_file
 from watos.errors import WatosError, describe_validation_error
+from watos.files import parse_json_object, read_file
 
 InputsFn = Callable[[int, int], Any]
 
@@ -44,6 +45,8 @@ def load_model(spec: Any, example_inputs: InputsFn | None = None) -> ModelSource
 
     if isinstance(spec, torch.nn.Module):
         return _from_module_object(spec, example_inputs)
+    if isinstance(spec, dict):
+        return from_config(str(spec.get("model_type", "config")), spec)
     if not isinstance(spec, str) or not spec:
         raise WatosError(f"model spec must be a name, a config.json path or file.py:factory, got {spec!r}")
     from watos.models import config_names, config_text

@@ -25,18 +25,22 @@ from typing import Any, Iterator
 import torch
 import torch.fx
 import torch.fx.traceback as fx_traceback
-from torch._functorch._aot_autograd.logging_utils import setup_stacktrace_preservation_hooks
-from torch._subclasses.fake_tensor import (DataDependentOutputException, DynamicOutputShapeException,
-                                           FakeTensorMode)
+from torch._functorch._aot_autograd.logging_utils import (
+    setup_stacktrace_preservation_hooks,
+)
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensorMode,
+)
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.modules import module as nn_module
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-from watos.ir import aten
 from watos.errors import WatosError
 from watos.frontend.sources import ModelSource
-from watos.ir import Graph, ModelInfo, Op, OpKind, Phase, TensorType, Value
+from watos.ir import Graph, ModelInfo, Op, OpKind, Phase, TensorType, Value, aten
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 _IGNORED_BLOCK_ATTRIBUTES = frozenset({"layer_idx", "layer_id", "layer_number", "training"})
@@ -45,8 +49,8 @@ _PHASE_KEY = "watos_phase"
 _PARAM_KEY = "watos_param"
 
 
-def trace(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: str = "bf16",
-          attention: str = "sdpa", replicate_blocks: bool = True) -> Graph:
+def trace_step(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: str = "bf16",
+               attention: str = "sdpa", replicate_blocks: bool = True) -> Graph:
     """Trace one training step (forward, loss, parameter gradients) of ``source`` into WATOS IR."""
     if seq_len < 1 or micro_batch < 1:
         raise WatosError(f"seq_len and micro_batch must be positive, got {seq_len} and {micro_batch}")

@@ -18,21 +18,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from watos.files import parse_yaml_mapping, read_file
 from watos.errors import WatosError, describe_validation_error
+from watos.files import StrictModel, parse_yaml_mapping, read_file
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Efficiency(_Strict):
+class Efficiency(StrictModel):
     """How close kernels get to the roofline (calibrated; see the target file's comment).
 
     matmul efficiency of an op with ``f`` FLOPs whose right operand's smaller dimension is ``d``:
@@ -52,7 +48,7 @@ class Efficiency(_Strict):
     network: Fraction
 
 
-class Device(_Strict):
+class Device(StrictModel):
     """One compute device: a GPU, or one die of a wafer."""
 
     name: str
@@ -63,8 +59,22 @@ class Device(_Strict):
     dram_bandwidth_gb_per_s: NonNegative
     efficiency: Efficiency
 
+    def peak_tflops_for(self, dtype: str) -> float:
+        """The dense peak for ``dtype`` (TFLOPS), or the highest peak when the device lists none for it."""
+        return self.peak_tflops.get(dtype) or max(self.peak_tflops.values())
 
-class Tier(_Strict):
+    @property
+    def memory_capacity_bytes(self) -> float:
+        """DRAM and SRAM of one device, in bytes: what a plan's memory must fit in."""
+        return self.dram_capacity_gb * 1e9 + self.sram_capacity_mb * 1e6
+
+    @property
+    def dram_bytes_per_s(self) -> float:
+        """The DRAM bandwidth memory-bound work reaches (``efficiency.memory`` of the peak), bytes/s."""
+        return self.dram_bandwidth_gb_per_s * 1e9 * self.efficiency.memory
+
+
+class Tier(StrictModel):
     """One level of a switched network: ``size`` devices share it (None: all of them). ``efficiency``:
     the fraction of the link bandwidth collectives reach on this tier (default: the device's
     ``efficiency.network``)."""
@@ -76,7 +86,7 @@ class Tier(_Strict):
     efficiency: Fraction | None = None
 
 
-class Switched(_Strict):
+class Switched(StrictModel):
     kind: Literal["switched"]
     tiers: list[Tier] = Field(min_length=1)
 
@@ -88,7 +98,7 @@ class Switched(_Strict):
         return self
 
 
-class Mesh2D(_Strict):
+class Mesh2D(StrictModel):
     kind: Literal["mesh2d"]
     rows: int = Field(gt=0)
     cols: int = Field(gt=0)
@@ -98,7 +108,7 @@ class Mesh2D(_Strict):
     io_bandwidth_gb_per_s: NonNegative = Field(description="off-wafer I/O at the wafer edges, in total")
 
 
-class SystemLink(_Strict):
+class SystemLink(StrictModel):
     """Links between systems (wafers, or Cerebras systems through SwarmX). Wafers form a ring: each joined
     to the next by ``bandwidth_gb_per_s_per_direction`` in each direction."""
 
@@ -107,14 +117,14 @@ class SystemLink(_Strict):
     latency_us: NonNegative
 
 
-class WeightStreaming(_Strict):
+class WeightStreaming(StrictModel):
     """Off-device weight memory streamed layer by layer (Cerebras MemoryX)."""
 
     capacity_tb: Positive
     bandwidth_gb_per_s: Positive
 
 
-class Target(_Strict):
+class Target(StrictModel):
     """A hardware target (see module docstring)."""
 
     name: str

@@ -25,18 +25,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from watos.files import parse_yaml_mapping, read_file
 from watos.errors import WatosError, describe_validation_error
+from watos.files import StrictModel, parse_yaml_mapping, read_file
 from watos.hardware.target import Target, target_from_data
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DramStack(_Strict):
+class DramStack(StrictModel):
     """One DRAM stack (an HBM chiplet) at a die edge."""
 
     capacity_gb: float = Field(gt=0)
@@ -45,14 +41,14 @@ class DramStack(_Strict):
     shoreline_mm: float = Field(ge=0, description="of die edge its PHY uses")
 
 
-class Energy(_Strict):
+class Energy(StrictModel):
     pj_per_flop: float = Field(ge=0)
     pj_per_bit_dram: float = Field(ge=0)
     pj_per_bit_d2d: float = Field(ge=0)
     static_w_per_die: float = Field(default=0.0, ge=0)
 
 
-class Template(_Strict):
+class Template(StrictModel):
     """A wafer template (see module docstring); numeric fields are what a point may override."""
 
     name: str

@@ -1,4 +1,4 @@
-"""Printers for the IR: readable text, JSON, and Graphviz DOT of one block; and the DumpIR instrument.
+"""Printers for the IR: readable text, JSON, and Graphviz DOT of one block.
 
 Text: a header, then one line per op::
 
@@ -10,12 +10,10 @@ Text: a header, then one line per op::
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-from watos.ir import Graph, Op, OpKind, Phase
-from watos.ir.pass_manager import Instrument, Pass
+from watos.ir.analyses import to_plain
+from watos.ir.graph import Graph, Op, OpKind, Phase
 
 
 def _si(x: float) -> str:
@@ -28,16 +26,15 @@ def _si(x: float) -> str:
 def summary(graph: Graph) -> dict[str, Any]:
     """Whole-model totals for one micro-batch: the numbers ``watos trace`` reports."""
     flops = {phase: graph.total("flops", graph.phase_ops(phase)) for phase in Phase}
-    saved = graph.analyses.get("saved_activations", {})
-    used = saved.get(saved.get("used", ""), {})
+    saved = graph.analyses.get("saved_activations")  # absent when a pipeline stops before that pass
     per_group = []
     for group in graph.block_groups:
         entry = {"blocks": len(group.blocks), "first_block": group.blocks[0], "signature": group.signature}
-        for mode in ("as_traced", "fused"):
-            if mode in saved:
-                entry[f"activation_bytes_{mode}"] = saved[mode]["per_block_bytes"].get(str(group.representative), 0)
+        for mode in ("as_traced", "fused") if saved else ():
+            entry[f"activation_bytes_{mode}"] = saved.account(mode).per_block_bytes.get(str(group.representative), 0)
         per_group.append(entry)
-    per_block = max((g.get(f"activation_bytes_{saved.get('used')}", 0) for g in per_group), default=0)
+    used = saved.used if saved else None
+    per_block = max((g.get(f"activation_bytes_{used}", 0) for g in per_group), default=0)
     return {
         "model": graph.model.name,
         "family": graph.model.family,
@@ -56,8 +53,8 @@ def summary(graph: Graph) -> dict[str, Any]:
         "activation_bytes_per_block": per_block,
         "activation_bytes_per_block_as_traced": max(
             (g.get("activation_bytes_as_traced", 0) for g in per_group), default=0),
-        "activation_accounting": saved.get("used"),
-        "activation_bytes_total": used.get("total_bytes", 0),
+        "activation_accounting": used,
+        "activation_bytes_total": saved.account().total_bytes if saved else 0,
         "block_groups": per_group,
     }
 
@@ -129,7 +126,7 @@ def to_json(graph: Graph) -> dict[str, Any]:
                               "blocks": g.blocks} for g in graph.block_groups],
             "ops": [_op_json(op) for op in graph.ops],
             "outputs": {k: list(v) for k, v in graph.outputs.items()},
-            "analyses": graph.analyses}
+            "analyses": to_plain(graph.analyses)}
 
 
 def to_dot(graph: Graph, block: int | None = None) -> str:
@@ -151,26 +148,3 @@ def to_dot(graph: Graph, block: int | None = None) -> str:
                 lines.append(f"  n{producer} -> n{op.id};")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-class DumpIR(Instrument):
-    """Writes ``NNN_<pass>.txt``, ``.json`` and ``.dot`` (one block) after every pass (000: import);
-    numbering continues across pipelines run with the same instrument."""
-
-    def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
-        self.count = 0  # passes dumped so far: a second pipeline's dumps number on
-
-    def _write(self, stem: str, graph: Graph) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / f"{stem}.txt").write_text(to_text(graph))
-        (self.directory / f"{stem}.json").write_text(json.dumps(to_json(graph), sort_keys=True) + "\n")
-        (self.directory / f"{stem}.dot").write_text(to_dot(graph))
-
-    def start(self, graph: Graph) -> None:
-        if not self.count:
-            self._write("000_import", graph)
-
-    def after_pass(self, index: int, p: Pass, graph: Graph) -> None:
-        self.count += 1
-        self._write(f"{self.count:03d}_{p.name}", graph)

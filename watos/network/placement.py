@@ -19,17 +19,17 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 from watos.errors import WatosError
 from watos.network.collectives import route_xy
 
-Strategy = Literal["row_major", "snake", "compact", "optimized"]
-STRATEGIES: tuple[Strategy, ...] = ("row_major", "snake", "compact", "optimized")
+Placement = Literal["row_major", "snake", "compact", "optimized"]
+PLACEMENTS: tuple[Placement, ...] = get_args(Placement)
 Coord = tuple[int, int]
 
 
-def place(strategy: Strategy, rows: int, cols: int, group: int, dp: int, pp: int, *,
+def place(strategy: Placement, rows: int, cols: int, group: int, dp: int, pp: int, *,
           pipeline_bytes: float = 1.0, pairs: Sequence[tuple[int, int, float]] = (), seed: int = 0,
           swaps: int = 400, wafers: int = 1) -> list[int]:
     """The die of every rank (row-major index; wafer w's dies follow wafer w−1's). ``pairs``: (sender

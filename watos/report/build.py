@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from watos.cost.borrowing import checkpoint_traffic
+from watos.cost.pipeline import in_flight, stage_segments
 from watos.hardware.target import Mesh2D, Target
 from watos.ir import Graph, OpKind, Phase
 from watos.network.collectives import link_loads
-from watos.passes.schedule import checkpoint_traffic, in_flight, stage_segments
 from watos.plan import Plan
 from watos.report.timeline import pipeline_events
 
@@ -26,7 +27,7 @@ def build_report(graph: Graph, target: Target, plan: Plan) -> dict:
     cost = graph.analyses["cost"]
     mesh = target.topology
     rows, cols = (mesh.rows * target.wafers, mesh.cols) if isinstance(mesh, Mesh2D) else (1, plan.devices)
-    dies_of_rank = graph.analyses["placement"]["dies"]
+    dies_of_rank = graph.analyses["placement"].dies
     group = plan.tp * plan.cp
     stage_of_die: dict[int, int] = {}
     roles: dict[int, str] = {}
@@ -66,10 +67,10 @@ def _exposed(cost: dict) -> float:
 
 def _link_bytes(graph: Graph, target: Target, plan: Plan) -> dict[tuple, float]:
     """Bytes per directed link over one step (module docstring)."""
-    groups = graph.analyses["groups"]
-    dies = graph.analyses["placement"]["dies"]
-    pipe = graph.analyses["pipeline"]
-    policies = graph.analyses["recompute"]["policy"]
+    groups = graph.analyses["sharding"].groups
+    dies = graph.analyses["placement"].dies
+    layout = graph.analyses["pipeline"]
+    policies = graph.analyses["recompute"].policy
     per_stage = plan.tp * plan.cp * plan.dp
     load: dict[tuple, float] = defaultdict(float)
 
@@ -79,7 +80,7 @@ def _link_bytes(graph: Graph, target: Target, plan: Plan) -> dict[tuple, float]:
                 load[link] += b * runs
 
     for s in range(plan.pp):
-        counts = dict(stage_segments(pipe, s, plan.pp))
+        counts = dict(stage_segments(layout, s))
         for op in graph.ops:
             where = str(op.block) if op.block is not None else op.attrs.get("segment", "post")
             if op.kind is not OpKind.COLLECTIVE or not counts.get(where):
@@ -90,7 +91,7 @@ def _link_bytes(graph: Graph, target: Target, plan: Plan) -> dict[tuple, float]:
             runs = counts[where] if op.attrs.get("per_step") else plan.micro_batches * counts[where] * rerun
             add(op.target, op.attrs["bytes"], members, runs)
     boundaries = [[g[s], g[s + 1]] for g in groups["pp"] for s in range(plan.pp - 1)]
-    add("p2p", pipe["p2p_bytes"], boundaries, 2 * plan.interleave * plan.micro_batches)
+    add("p2p", layout.p2p_bytes, boundaries, 2 * plan.interleave * plan.micro_batches)
     for b in plan.borrow:
         flight = in_flight(plan.pipeline_kind, plan.pp, plan.interleave, plan.micro_batches, b.sender)
         traffic = checkpoint_traffic(b.gb * 1e9, flight)

@@ -1,72 +1,18 @@
-"""Pictures of a report (the dict ``report.json`` holds): a Chrome trace of one step and mesh heatmaps.
+"""Pictures of a report (the dicts ``report.json`` and ``explore.json`` hold), as PNGs.
 
-The trace (chrome://tracing, Perfetto) has one process per die (pid = die id) with threads 0 compute,
-1 links (transfers leaving the die), 2 DMA, and a DRAM counter. Every pipeline event of a stage shows
-on every die of that stage. The PNG has three heatmaps over the R×C mesh: DRAM used, compute busy and
-link load (the busiest link leaving each die), with each directed link drawn as an arrow. Only
-:func:`write_mesh_png` needs matplotlib, and imports it when called.
+The mesh PNG has three heatmaps over the R×C mesh: DRAM used, compute busy and link load (the busiest link
+leaving each die), with each directed link drawn as an arrow. The Pareto PNG has one panel per pair of
+objectives, every point and the front. Only the ``write_*`` functions need matplotlib, and import it when
+called; the same input gives the same bytes.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-THREADS = {0: "compute", 1: "links", 2: "DMA"}
-US = 1e6  # trace timestamps are microseconds
-
-
-def _span(pid: int, tid: int, name: str, cat: str, start_s: float, dur_s: float, args: dict) -> dict:
-    return {"ph": "X", "pid": pid, "tid": tid, "name": name, "cat": cat,
-            "ts": start_s * US, "dur": dur_s * US, "args": args}
-
-
-def _die_id(report: dict, cell: list[int]) -> int:
-    return cell[0] * report["mesh"]["cols"] + cell[1]
-
-
-def _metadata(die: dict) -> list[dict]:
-    pid = die["die"]
-    process = {"ph": "M", "pid": pid, "tid": 0, "name": "process_name",
-               "args": {"name": f"die {pid} ({die['row']},{die['col']})"}}
-    threads = [{"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": name}}
-               for tid, name in THREADS.items()]
-    memory = {"ph": "C", "pid": pid, "tid": 0, "name": "DRAM", "ts": 0.0,
-              "args": {"dram_used_gb": die["dram_used_gb"], "dram_capacity_gb": die["dram_capacity_gb"]}}
-    return [process, *threads, memory]
-
-
-def _compute(timeline: dict) -> list[dict]:
-    events = timeline["events"]
-    interleaved = any(e["chunk"] for e in events)
-    spans = []
-    for e in events:
-        name = f"{'F' if e['kind'] == 'fwd' else 'B'}{e['micro_batch']}" + (f".c{e['chunk']}" if interleaved else "")
-        args = {"micro_batch": e["micro_batch"], "chunk": e["chunk"], "stage": e["stage"]}
-        spans += [_span(die, 0, name, "compute", e["start_s"], e["dur_s"], args)
-                  for die in timeline["stage_dies"][str(e["stage"])]]
-    return spans
-
-
-def chrome_trace(report: dict) -> dict:
-    """The report's step as a Chrome trace-event document (times in microseconds)."""
-    timeline = report["timeline"]
-    events = [m for die in report["dies"] for m in _metadata(die)]
-    events += _compute(timeline)
-    events += [_span(_die_id(report, link["src"]), 1, link["name"], "link", link["start_s"], link["dur_s"],
-                     {"dst": link["dst"]}) for link in timeline["links"]]
-    events += [_span(dma["die"], 2, dma["name"], "dma", dma["start_s"], dma["dur_s"], {})
-               for dma in timeline["dma"]]
-    return {"traceEvents": events, "displayTimeUnit": "ms"}
-
-
-def write_chrome_trace(report: dict, path: str | Path) -> None:
-    """Write :func:`chrome_trace` as JSON (sorted keys; ValueError on a NaN or infinite number)."""
-    with open(path, "w") as f:
-        json.dump(chrome_trace(report), f, sort_keys=True, allow_nan=False)
-        f.write("\n")
+from watos.exploration.pareto import pareto_front, scored
 
 
 def mesh_figure_data(report: dict) -> dict[str, Any]:
@@ -141,4 +87,31 @@ def write_mesh_png(report: dict, path: str | Path) -> None:
         for boundary in range(1, wafers):
             ax.axhline(boundary * rows / wafers - 0.5, color="black", lw=2.5)
     fig.suptitle(f"{report['target']}: step {report['step_time_s']:.4g} s", fontsize="x-large", weight="bold")
+    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
+
+
+def write_pareto_png(points: list[dict], fronts: list[tuple[str, str]],
+                     path: str | Path, title: str = "") -> None:
+    """A PNG with a panel per ``(maximize, minimize)`` pair of ``fronts``: every point
+    as a grey dot, the front as a coloured line with markers (x: ``minimize``, y:
+    ``maximize``). The same arguments give the same bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5 * len(fronts), 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(fronts), squeeze=False)[0]
+    for i, (maximize, minimize) in enumerate(fronts):
+        kept = scored(points, maximize, minimize)
+        front = pareto_front(kept, maximize, minimize)
+        axes[i].scatter([p[minimize] for p in kept], [p[maximize] for p in kept],
+                        s=12, color="0.7", label=f"{len(kept)} points")
+        axes[i].plot([p[minimize] for p in front], [p[maximize] for p in front], "o-",
+                     color=f"C{i}", label=f"Pareto front ({len(front)})")
+        axes[i].set_xlabel(minimize)
+        axes[i].set_ylabel(maximize)
+        axes[i].grid(alpha=0.3)
+        axes[i].legend(fontsize="small")
+    if title:
+        fig.suptitle(title, weight="bold")
     fig.savefig(path, format="png", dpi=100, metadata={"Software": None})

@@ -20,7 +20,9 @@ import itertools
 
 from watos.hardware.target import Mesh2D, Target, WeightStreaming, load_target
 from watos.plan import Plan
-from watos.strategy.search import Outcome, Problem, capacity, evaluate, expert_degrees, summarise
+from watos.strategy.problem import Problem, evaluate
+from watos.strategy.result import Outcome, plan_summary
+from watos.strategy.space import expert_degrees
 
 GPU_TEMPLATE = "dgx-b200"
 GPUS = 8
@@ -37,7 +39,7 @@ def megatron(problem: Problem) -> Outcome | None:
             continue
         for recompute in ("none", "selective", "full"):
             fitting = []
-            for mb in problem.micro_batches:
+            for mb in problem.micro_batch_sizes:
                 plan = Plan(tp=tp, pp=pp, dp=dp, ep=max(expert_degrees(problem, dp)), routing=problem.routing,
                             zero=1 if dp > 1 else 0, micro_batch=mb,
                             global_batch=problem.global_batch, recompute=recompute, sequence_parallel=tp > 1)
@@ -61,7 +63,7 @@ def cerebras_ws(problem: Problem) -> Outcome | None:
     wafer = problem.on(streamed)
     per_die = problem.global_batch // problem.devices
     best = None
-    for mb, recompute in itertools.product(sorted({m for m in (*problem.micro_batches, per_die) if m and per_die % m == 0}),
+    for mb, recompute in itertools.product(sorted({m for m in (*problem.micro_batch_sizes, per_die) if m and per_die % m == 0}),
                                            ("none", "selective", "full")):
         plan = Plan(strategy="weight-streaming", dp=problem.devices, micro_batch=mb,
                     global_batch=problem.global_batch, recompute=recompute)
@@ -102,8 +104,8 @@ def run_baselines(problem: Problem) -> dict[str, dict]:
     for name, baseline in BASELINES.items():
         outcome = baseline(problem)
         if outcome is None:
-            results[name] = {"infeasible": f"no plan it allows fits {capacity(problem.target) / 1e9:.0f} GB per device"}
+            results[name] = {"infeasible": f"no plan it allows fits {problem.capacity / 1e9:.0f} GB per device"}
         else:
             target = equal_peak_gpus(problem.target).name if name == "megatron-gpu" else problem.target.name
-            results[name] = {**summarise(outcome.plan, outcome.cost), "target": target}
+            results[name] = {**plan_summary(outcome.plan, outcome.cost), "target": target}
     return results

@@ -5,7 +5,7 @@ late ones leave it unused. GCMR chooses a recomputation policy per stage and pai
 *Sender* stages with memory-rich *Helper* stages, whose DRAM keeps part of the Sender's checkpoints
 (reached over the die-to-die links), to minimise the pipeline time
 
-    T = m · max_s t_s + (Σ_s t_s − max_s t_s) / v                  (Narayanan et al. 2021; schedule pass)
+    T = m · max_s t_s + (Σ_s t_s − max_s t_s) / v                  (Narayanan et al. 2021; watos.cost.pipeline)
 
 subject to every stage fitting its dies. Stage s is paired with stage p−1−s, whose in-flight counts sum to
 p + 1 for every pair (the 1F1B imbalance mirrored). The dynamic programme runs over candidate bounds B on
@@ -20,7 +20,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from watos.passes.schedule import pipeline_time
+from watos.cost.pipeline import pipeline_time
 
 Transfer = Callable[[int, int, float], float]  # (sender, helper, bytes) → seconds per micro-batch
 

@@ -8,25 +8,21 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
-from watos.pipelines import attention_for, cost_plan, lower
-from watos.files import parse_json_object, read_file
 from watos.errors import WatosError, describe_validation_error
+from watos.files import StrictModel, parse_json_object, read_file
 from watos.frontend.sources import from_hf_config
 from watos.hardware.target import Target, load_target
+from watos.pipelines import attention_for, cost_plan, lower, trace
 from watos.plan import Plan, check_plan
 
 MICRO_BATCH_CANDIDATES = (1, 2, 4, 8, 16)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CaseModel(_Strict):
+class CaseModel(StrictModel):
     family: Literal["gpt", "llama"]
     hidden: int = Field(gt=0)
     layers: int = Field(gt=0)
@@ -37,13 +33,13 @@ class CaseModel(_Strict):
     seq: int = Field(gt=0)
 
 
-class CaseSystem(_Strict):
+class CaseSystem(StrictModel):
     target: str
     devices: int = Field(gt=0)
     precision: Literal["bf16", "fp16"]
 
 
-class CasePlan(_Strict):
+class CasePlan(StrictModel):
     strategy: Literal["3d", "weight-streaming"]
     tp: int = Field(default=1, gt=0)
     pp: int = Field(default=1, gt=0)
@@ -57,13 +53,13 @@ class CasePlan(_Strict):
     interleave: int | None = Field(default=None, gt=0)
 
 
-class CaseMeasured(_Strict):
+class CaseMeasured(StrictModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     tokens_per_s_per_device: float = Field(gt=0)
     peak_memory_gib_per_device: float | None = None
 
 
-class Case(_Strict):
+class Case(StrictModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     id: str
     source: str = ""
@@ -105,11 +101,9 @@ def hf_config(model: CaseModel) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=64)
 def _traced(config_json: str, seq: int, micro_batch: int, attention: str, dtype: str):
-    import watos
-
     config = json.loads(config_json)
     source = from_hf_config(config["model_type"], config)
-    return watos.trace(source, seq_len=seq, micro_batch=micro_batch, attention=attention, dtype=dtype)
+    return trace(source, seq_len=seq, micro_batch=micro_batch, attention=attention, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -118,7 +112,7 @@ def lowered_case(config_json: str, seq: int, micro_batch: int, fusion: str, dtyp
     return lower(_traced(config_json, seq, micro_batch, attention_for(fusion), dtype), fusion)
 
 
-def candidate_plans(case: Case) -> list[Plan]:
+def case_plans(case: Case) -> list[Plan]:
     """Every plan the case allows: its published knobs, and each choice for those left null."""
     p, m = case.plan, case.model
     per_replica = p.global_batch // p.dp
@@ -144,7 +138,7 @@ def predict(case: Case, target: Target | None = None) -> dict[str, Any]:
     target = target or load_target(case.system.target)
     config = json.dumps(hf_config(case.model), sort_keys=True)
     best = None
-    for plan in candidate_plans(case):
+    for plan in case_plans(case):
         graph = lowered_case(config, case.model.seq, plan.micro_batch, target.fusion, case.system.precision)
         cost = cost_plan(graph, target, plan, dtype=case.system.precision).analyses["cost"]
         if cost["fits"] and (best is None or cost["tokens_per_s_per_device"] > best[1]["tokens_per_s_per_device"]):
@@ -163,7 +157,17 @@ def predict(case: Case, target: Target | None = None) -> dict[str, Any]:
             "mfu": cost["mfu"]}
 
 
-def validate(path: str) -> dict[str, Any]:
+class ValidationResult(TypedDict):
+    """Every case's prediction (id, predicted and measured tokens/s per device, relative error, the knobs
+    chosen for those the source left null, predicted and measured peak memory in GiB per device, MFU), and
+    the mean and largest absolute error over the file."""
+
+    cases: list[dict[str, Any]]
+    mean_abs_error: float
+    max_abs_error: float
+
+
+def validate(path: str) -> ValidationResult:
     """Predict every case of a validation file; mean absolute and max absolute error."""
     results = [predict(case) for case in load_cases(path)]
     errors = [abs(r["error"]) for r in results]

@@ -7,7 +7,7 @@ strategy on it (:func:`quick_search`: each TP/PP/DP shape that fits, GCMR recomp
 placement; the exact cost of the best); a point's figures are the geometric means over the models of
 tokens/s and tokens per joule. Energy per step = FLOPs executed · pJ/FLOP + DRAM bytes · 8 · pJ/bit +
 D2D bytes · 8 · pJ/bit + static power · dies · step time. Points are independent: they run on a process
-pool or Ray (:mod:`watos.explore.executors`) and land in a resumable store (:mod:`watos.explore.store`), so a sweep that is
+pool or Ray (:mod:`watos.exploration.executors`) and land in a resumable store (:mod:`watos.exploration.store`), so a sweep that is
 killed picks up where it stopped. Pareto fronts: throughput against total DRAM, power and compute area.
 """
 from __future__ import annotations
@@ -18,26 +18,26 @@ import itertools
 import json
 import math
 import random
+from typing import TypedDict
 
-from watos.files import parse_yaml_mapping, read_file
 from watos.errors import WatosError
-from watos.plan import Plan, routing_note
-from watos.strategy.search import (
-    Problem,
-    capacity,
-    evaluate,
-    expert_degrees,
-    make_problem,
-    model_state_bytes,
-    plan_error,
-    shapes,
-    summarise,
-    try_evaluate,
-    with_gcmr,
-)
+from watos.files import parse_yaml_mapping, read_file
 from watos.hardware.template import Template, derive, instantiate, load_template
+from watos.plan import Plan, routing_note
+from watos.strategy.problem import (
+    Problem,
+    evaluate,
+    make_problem,
+    plan_error,
+    try_evaluate,
+)
+from watos.strategy.result import plan_summary
+from watos.strategy.search import with_gcmr
+from watos.strategy.space import expert_degrees, shapes
 
 OBJECTIVES = ("throughput", "tokens-per-joule")
+DEFAULT_SPACE = {"dram_stacks_per_die": [1, 2, 3, 4, 5, 6], "compute_fraction": [0.7, 0.8, 0.9]}
+"""What ``watos explore`` sweeps without a space file: DRAM stacks per die against the compute share of the die."""
 FRONTS = (("throughput", "dram_capacity_gb"), ("throughput", "power_w"), ("throughput", "compute_area_mm2"))
 
 
@@ -104,8 +104,8 @@ def quick_search(problem: Problem) -> tuple[Plan, dict] | None:
     best = None
     for tp, pp, dp in shapes(problem):
         ep = max(expert_degrees(problem, dp))
-        zero = 0 if dp == 1 else (1 if model_state_bytes(problem, tp, pp, dp, 1, ep) <= capacity(problem.target) else 3)
-        if model_state_bytes(problem, tp, pp, dp, zero, ep) > capacity(problem.target):
+        zero = 0 if dp == 1 else (1 if problem.model_state_bytes(tp, pp, dp, 1, ep) <= problem.capacity else 3)
+        if problem.model_state_bytes(tp, pp, dp, zero, ep) > problem.capacity:
             continue
         plan = Plan(tp=tp, pp=pp, dp=dp, ep=ep, routing=problem.routing, zero=zero, micro_batch=1,
                     global_batch=problem.global_batch, sequence_parallel=tp > 1, placement="compact")
@@ -139,7 +139,7 @@ def evaluate_point(task: dict) -> dict:
     for model in task["models"]:
         problem = dataclasses.replace(_problem(model, task["seq"], task["dtype"], target.fusion), target=target,
                                       devices=derived["dies"], global_batch=task["batch_per_die"] * derived["dies"],
-                                      micro_batches=(1,), interleaves=(1,))
+                                      micro_batch_sizes=(1,), interleaves=(1,))
         found = quick_search(problem)
         if found is None:
             return {"point": point, "derived": derived, "infeasible": f"{model}: no strategy fits "
@@ -149,7 +149,7 @@ def evaluate_point(task: dict) -> dict:
                   * energy.pj_per_bit_dram + 8 * cost["network_bytes_per_step"] * energy.pj_per_bit_d2d) * 1e-12 \
             + energy.static_w_per_die * derived["dies"] * cost["step_time_s"]
         tokens = cost["tokens_per_s"] * cost["step_time_s"]
-        results[model] = {**summarise(plan, cost), "joules_per_step": joules, "tokens_per_joule": tokens / joules,
+        results[model] = {**plan_summary(plan, cost), "joules_per_step": joules, "tokens_per_joule": tokens / joules,
                           "power_w": joules / cost["step_time_s"]}
         if note := routing_note(problem.traced(1), problem.routing):
             results[model]["moe_routing"] = note
@@ -172,15 +172,31 @@ def score(record: dict, objective: str) -> float:
     return record["throughput"] if objective == "throughput" else record["tokens_per_joule"]
 
 
+class ExploreResult(TypedDict):
+    """What ``watos explore`` reports: the template, models, objective and space swept; every point (its
+    variables, derived hardware, each model's plan and figures, or why it is infeasible), the best point,
+    how many points were evaluated and were feasible, and the Pareto fronts by name."""
+
+    template: str
+    models: list[str]
+    objective: str
+    space: dict[str, list]
+    points: list[dict]
+    best: dict | None
+    evaluated: int
+    feasible: int
+    pareto: dict[str, list[dict]]
+
+
 def explore(template_spec: str, models: list[str], space: dict[str, list], *, objective: str = "throughput",
             seq: int = 4096, dtype: str = "bf16", batch_per_die: int = 16, executor: str = "local",
             workers: int = 1, ray_address: str | None = None, store_path: str | None = None,
-            budget: int = 2000, seed: int = 0, progress=None) -> dict:
+            budget: int = 2000, seed: int = 0, progress=None) -> ExploreResult:
     """Sweep a template's space (grid when it has at most ``budget`` points, else an evolutionary search
     of ``budget`` evaluations) and return every point's figures, the best point and the Pareto fronts."""
-    from watos.explore.executors import run_all
-    from watos.explore.pareto import pareto_front
-    from watos.explore.store import ResultStore, point_key
+    from watos.exploration.executors import run_all
+    from watos.exploration.pareto import pareto_front
+    from watos.exploration.store import ResultStore, point_key
 
     if objective not in OBJECTIVES:
         raise WatosError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")

@@ -1,0 +1,43 @@
+"""What several commands share: the model argument, the MoE routing flags, ``--dump-ir`` staging."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from watos.files import staged_files
+
+MODEL_HELP = ("a shipped model name (see `watos models`), a Hugging Face config.json, path/to/file.py:factory or "
+              "package.module:attr returning an nn.Module")
+TARGET_HELP = "a shipped target (`watos targets`) or a YAML file"
+
+
+def add_routing_flags(p: argparse.ArgumentParser) -> None:
+    """``--routing-skew`` and ``--capacity-factor``: the MoE routing model (:class:`watos.plan.Routing`)."""
+    p.add_argument("--routing-skew", type=float, metavar="S",
+                   help="MoE routing model: the busiest expert-parallel rank gets (1+S)x the mean tokens (default 0)")
+    p.add_argument("--capacity-factor", type=float, metavar="C",
+                   help="MoE routing model: a rank accepts at most C x the mean tokens (default: dropless)")
+
+
+def routing_fields(args: argparse.Namespace, fields: dict | None = None) -> dict:
+    """The plan's ``routing`` fields: those of ``fields`` (a plan file), overridden by the flags."""
+    routing = dict((fields or {}).get("routing") or {})
+    for flag, name in (("routing_skew", "skew"), ("capacity_factor", "capacity_factor")):
+        if getattr(args, flag) is not None:
+            routing[name] = getattr(args, flag)
+    return routing
+
+
+@contextlib.contextmanager
+def staged_dumps(directory: str | None) -> Iterator[list[Any]]:
+    """``--dump-ir DIR``: the DumpIR instrument writing into a staging folder whose dumps replace DIR's
+    only if all succeeds (no instrument without DIR)."""
+    from watos.ir.instruments import DumpIR
+
+    if not directory:
+        yield []
+        return
+    with staged_files(directory, "--dump-ir", stale="[0-9][0-9][0-9]_*") as staging:
+        yield [DumpIR(staging)]

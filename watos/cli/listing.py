@@ -1,0 +1,42 @@
+"""``watos models``, ``watos targets``, ``watos passes``: what ships, and every registered pass."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parsers(sub: Any) -> None:
+    sub.add_parser("models", help="list the shipped model configs").set_defaults(run=run_models)
+    sub.add_parser("targets", help="list the shipped hardware targets").set_defaults(run=run_targets)
+    p = sub.add_parser("passes", help="list every registered pass: stage, requires, provides, options",
+                       description="List the passes of every stage (import, lower, cost) in registration order, "
+                                   "with what each requires and provides and its options (type, default, meaning).")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                   help="import FILE.py first so the passes it registers are listed too (repeatable)")
+    p.set_defaults(run=run_passes)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from watos.models import config_names
+
+    print("\n".join(config_names()))
+    return 0
+
+
+def run_targets(args: argparse.Namespace) -> int:
+    from watos.hardware.target import load_target, shipped_targets
+
+    for name in shipped_targets():
+        print(f"{name:16s} {load_target(name).description}")
+    return 0
+
+
+def run_passes(args: argparse.Namespace) -> int:
+    from watos.ir.pass_manager import STAGES, load_pass_file, registered_passes
+    from watos.report.tables import print_passes
+
+    for plugin in args.plugin:
+        load_pass_file(plugin)
+    registry = registered_passes()
+    print_passes([cls for stage in STAGES for cls in registry.values() if cls.stage == stage])
+    return 0

@@ -1,0 +1,95 @@
+"""``watos search MODEL --target T``: the fastest training plan for a model on a target, with the baselines."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from watos.cli.common import MODEL_HELP, TARGET_HELP, add_routing_flags, routing_fields
+from watos.errors import WatosError
+
+NAME = "search"
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        NAME, help="find the fastest training plan for a model on a target, with the baselines",
+        description="Search TP/PP/DP, sequence parallelism, ZeRO, micro-batch, interleaving, per-stage "
+                    "recomputation (GCMR), placement on the mesh and cross-die memory borrowing for MODEL "
+                    "on target T; report the best plan, the runners-up, what limited them, and the "
+                    "megatron, cerebras-ws and megatron-gpu baselines on the same problem.")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("--target", required=True, metavar="T", help=TARGET_HELP)
+    p.add_argument("--seq", type=int, default=4096, metavar="N", help="sequence length (default 4096)")
+    p.add_argument("--global-batch", type=int, metavar="N", help="sequences per step (default 16 per device)")
+    p.add_argument("--devices", type=int, metavar="N", help="devices of a switched target (a mesh uses all its dies)")
+    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evolutionary refinement (default 0)")
+    add_routing_flags(p)
+    p.add_argument("--consider", action="append", default=[], metavar="PLAN",
+                   help="also evaluate this plan (a plan YAML file, or fields such as tp=4,pp=14,dp=4,ep=4) and "
+                        "show its cost; repeatable")
+    p.add_argument("--out", metavar="DIR", help="write report.json, trace.json (Chrome/Perfetto) and mesh.png")
+    p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import watos
+    from watos.plan import make_plan
+    from watos.report.tables import print_search
+
+    target = watos.load_target(args.target)
+    if args.seq < 1 or (args.global_batch is not None and args.global_batch < 1):
+        raise WatosError("--seq and --global-batch must be positive")
+    considered = [_considered_fields(spec) for spec in args.consider]
+    problem = watos.make_problem(args.model, target, seq=args.seq, global_batch=args.global_batch, dtype=args.dtype,
+                                 devices=args.devices, routing=make_plan({"routing": routing_fields(args)}).routing)
+    result = watos.search(problem, seed=args.seed, considered=considered)
+    if args.out:
+        _write_report(problem, result, args.out, args.dtype)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print_search(result)
+    return 0
+
+
+def _considered_fields(spec: str) -> dict:
+    """``--consider``: a plan file, or comma-separated ``field=value`` pairs (values read as YAML scalars),
+    checked as plan fields; the search gives them the problem's global batch and routing model unless the
+    plan has its own."""
+    import yaml
+
+    from watos.plan import load_plan, make_plan
+
+    if spec.endswith((".yaml", ".yml")):
+        return load_plan(spec).model_dump(exclude_unset=True)
+    pairs = [item.partition("=") for item in spec.split(",") if item]
+    if not pairs or any(not sep or not key for key, sep, _ in pairs):
+        raise WatosError(f"--consider {spec!r}: expected a plan YAML file or field=value pairs, e.g. tp=4,pp=14")
+    try:
+        fields = {key.strip().replace("-", "_"): yaml.safe_load(value) for key, _, value in pairs}
+    except yaml.YAMLError:
+        raise WatosError(f"--consider {spec!r}: a value is not a YAML scalar") from None
+    make_plan(fields, f"--consider {spec}")
+    return fields
+
+
+def _write_report(problem: Any, result: dict, directory: str, dtype: str) -> None:
+    """``--out DIR``: report.json (the result and the best plan's dies, links and timeline), trace.json and
+    mesh.png, written together or not at all."""
+    from watos.files import staged_files
+    from watos.pipelines import cost_plan
+    from watos.plan import make_plan
+    from watos.report.build import build_report
+    from watos.report.chrome_trace import write_chrome_trace
+    from watos.report.pictures import write_mesh_png
+
+    plan = make_plan(result["best"]["plan"])
+    costed = cost_plan(problem.lowered(plan.micro_batch), problem.target, plan, dtype=dtype)
+    report = {**result, **build_report(costed, problem.target, plan)}
+    with staged_files(directory, "--out") as staging:
+        (staging / "report.json").write_text(json.dumps(report, sort_keys=True, indent=1) + "\n")
+        write_chrome_trace(report, staging / "trace.json")
+        write_mesh_png(report, staging / "mesh.png")
