@@ -27,6 +27,8 @@ LOWER_PASSES = ("fuse", "tensor_roles")
 COST_PASSES = ("shard", "pipeline", "recompute", "place", "device_cost")
 SCHEDULES = {"3d": "schedule", "weight-streaming": "weight_streaming"}
 """The pass that schedules a plan's step, by ``plan.strategy``."""
+SHIPPED = {"import": IMPORT_PASSES, "lower": LOWER_PASSES, "cost": (*COST_PASSES, *SCHEDULES.values())}
+"""The shipped passes of each stage, in pipeline order (the named pipelines place them; a user's join)."""
 
 
 def attention_for(fusion: str) -> str:
@@ -37,7 +39,7 @@ def attention_for(fusion: str) -> str:
 def import_passes() -> list[Pass]:
     """The import stage: the built-in passes and every import-stage pass a user registered."""
     registry = registered_passes()
-    return join_stage("import", [registry[name]() for name in IMPORT_PASSES], IMPORT_PASSES)
+    return join_stage("import", [registry[name]() for name in IMPORT_PASSES], SHIPPED["import"])
 
 
 def trace(source: Any, *, seq_len: int = 2048, micro_batch: int = 1, dtype: str = "bf16", attention: str = "sdpa",
@@ -60,7 +62,7 @@ def lower(graph: Graph, fusion: str, instruments: Iterable[Instrument] = ()) -> 
     """A copy of a traced graph lowered for a target's kernel fusion (``none``, ``basic``, ``flash``):
     plan-independent, so lower once and cost many plans."""
     registry = registered_passes()
-    passes = join_stage("lower", [registry["fuse"](level=fusion), registry["tensor_roles"]()], LOWER_PASSES,
+    passes = join_stage("lower", [registry["fuse"](level=fusion), registry["tensor_roles"]()], SHIPPED["lower"],
                         {"fusion": fusion})
     return PassManager(passes, instruments).run(graph.clone())
 
@@ -81,8 +83,7 @@ def cost_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass]:
         device_cost(target=target, dtype=dtype),
         _schedule(registry[SCHEDULES[plan.strategy]], target, plan, dtype, borrow),
     ]
-    return join_stage("cost", builtin, (*COST_PASSES, *SCHEDULES.values()),
-                      {"target": target, "plan": plan, "dtype": dtype})
+    return join_stage("cost", builtin, SHIPPED["cost"], {"target": target, "plan": plan, "dtype": dtype})
 
 
 def _schedule(schedule: type[Pass], target: Target, plan: Plan, dtype: str,

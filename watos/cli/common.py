@@ -13,6 +13,20 @@ MODEL_HELP = ("a shipped model name (see `watos models`), a Hugging Face config.
 TARGET_HELP = "a shipped target (`watos targets`) or a YAML file"
 
 
+def add_plugin_flag(p: argparse.ArgumentParser) -> None:
+    """``--plugin FILE.py`` (repeatable): a user's passes, which join the pipeline of the stage they declare."""
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                   help="import FILE.py first so the passes it registers join their stage's pipeline (repeatable)")
+
+
+def load_plugins(args: argparse.Namespace) -> None:
+    """Import every ``--plugin`` file (its passes register themselves)."""
+    from watos.ir.pass_manager import load_pass_file
+
+    for plugin in args.plugin:
+        load_pass_file(plugin)
+
+
 def add_routing_flags(p: argparse.ArgumentParser) -> None:
     """``--routing-skew`` and ``--capacity-factor``: the MoE routing model (:class:`watos.plan.Routing`)."""
     p.add_argument("--routing-skew", type=float, metavar="S",

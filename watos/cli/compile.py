@@ -8,7 +8,9 @@ from typing import Any
 from watos.cli.common import (
     MODEL_HELP,
     TARGET_HELP,
+    add_plugin_flag,
     add_routing_flags,
+    load_plugins,
     routing_fields,
     staged_dumps,
 )
@@ -51,6 +53,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["3d", "weight-streaming"])
     p.add_argument("--seq", type=int, default=2048, metavar="N", help="sequence length (default 2048)")
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    add_plugin_flag(p)
     p.add_argument("--dump-ir", metavar="DIR", help="write NNN_<pass> dumps after every pass")
     p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
     return p
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from watos.plan import load_plan, make_plan
     from watos.report.tables import print_compile
 
+    load_plugins(args)
     target = watos.load_target(args.target)
     fields = load_plan(args.plan).model_dump() if args.plan else {}
     fields.update({k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None})

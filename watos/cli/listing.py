@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from watos.cli.common import add_plugin_flag, load_plugins
+
 
 def add_parsers(sub: Any) -> None:
     sub.add_parser("models", help="list the shipped model configs").set_defaults(run=run_models)
@@ -11,8 +13,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("passes", help="list every registered pass: stage, requires, provides, options",
                        description="List the passes of every stage (import, lower, cost) in registration order, "
                                    "with what each requires and provides and its options (type, default, meaning).")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
-                   help="import FILE.py first so the passes it registers are listed too (repeatable)")
+    add_plugin_flag(p)
     p.set_defaults(run=run_passes)
 
 
@@ -32,11 +33,13 @@ def run_targets(args: argparse.Namespace) -> int:
 
 
 def run_passes(args: argparse.Namespace) -> int:
-    from watos.ir.pass_manager import STAGES, load_pass_file, registered_passes
+    from watos.ir.pass_manager import STAGES, registered_passes
+    from watos.pipelines import SHIPPED
     from watos.report.tables import print_passes
 
-    for plugin in args.plugin:
-        load_pass_file(plugin)
+    load_plugins(args)
     registry = registered_passes()
-    print_passes([cls for stage in STAGES for cls in registry.values() if cls.stage == stage])
+    shipped = [name for names in SHIPPED.values() for name in names]
+    ordered = [registry[name] for name in shipped] + [cls for name, cls in registry.items() if name not in shipped]
+    print_passes(sorted(ordered, key=lambda cls: STAGES.index(cls.stage)))  # a stable sort: pipeline order kept
     return 0

@@ -5,7 +5,14 @@ import argparse
 import json
 from typing import Any
 
-from watos.cli.common import MODEL_HELP, TARGET_HELP, add_routing_flags, routing_fields
+from watos.cli.common import (
+    MODEL_HELP,
+    TARGET_HELP,
+    add_plugin_flag,
+    add_routing_flags,
+    load_plugins,
+    routing_fields,
+)
 from watos.errors import WatosError
 
 NAME = "search"
@@ -29,6 +36,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--consider", action="append", default=[], metavar="PLAN",
                    help="also evaluate this plan (a plan YAML file, or fields such as tp=4,pp=14,dp=4,ep=4) and "
                         "show its cost; repeatable")
+    add_plugin_flag(p)
     p.add_argument("--out", metavar="DIR", help="write report.json, trace.json (Chrome/Perfetto) and mesh.png")
     p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
     return p
@@ -39,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from watos.plan import make_plan
     from watos.report.tables import print_search
 
+    load_plugins(args)
     target = watos.load_target(args.target)
     if args.seq < 1 or (args.global_batch is not None and args.global_batch < 1):
         raise WatosError("--seq and --global-batch must be positive")

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from watos.cli.common import MODEL_HELP, staged_dumps
+from watos.cli.common import MODEL_HELP, add_plugin_flag, load_plugins, staged_dumps
 
 NAME = "trace"
 
@@ -28,8 +28,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="trace every transformer block instead of one per distinct structure")
     p.add_argument("--passes", metavar="A,B,...",
                    help="run exactly these registered passes, in order (default: the import pipeline)")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
-                   help="import FILE.py first so the passes it registers join the pipeline (repeatable)")
+    add_plugin_flag(p)
     p.add_argument("--dump-ir", metavar="DIR",
                    help="write NNN_<pass>.txt/.json/.dot after every pass into DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
@@ -42,13 +41,12 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     import watos
     from watos.ir.instruments import PassTimings
-    from watos.ir.pass_manager import load_pass_file, make_pipeline
+    from watos.ir.pass_manager import make_pipeline
     from watos.ir.printers import summary
     from watos.pipelines import import_passes
     from watos.report.tables import print_trace
 
-    for plugin in args.plugin:
-        load_pass_file(plugin)
+    load_plugins(args)
     passes = make_pipeline(args.passes.split(",")) if args.passes else import_passes()
     source = watos.load_model(args.model)
     timings = PassTimings()

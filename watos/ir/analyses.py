@@ -15,6 +15,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypedDict, is_typeddict
 
+from watos.errors import WatosError
+
 _ANALYSES: dict[str, type] = {}
 
 
@@ -22,7 +24,7 @@ def register_analysis(key: str, record: type) -> None:
     """Declare that ``graph.analyses[key]`` holds a ``record`` (a dataclass, or a TypedDict whose required
     keys it must carry)."""
     if _ANALYSES.get(key, record) is not record:
-        raise ValueError(f"analysis {key!r} is already registered as {_ANALYSES[key].__name__}")
+        raise WatosError(f"analysis {key!r} is already registered as {_ANALYSES[key].__name__}")
     _ANALYSES[key] = record
 
 

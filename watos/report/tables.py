@@ -153,8 +153,8 @@ def print_explore(result: dict[str, Any]) -> None:
 
 def print_passes(passes: list[type]) -> None:
     """``watos passes``: every registered pass with its stage, what it requires and provides, and its options."""
-    table = _with_columns(Table(title="watos passes  (in pipeline order within each stage; user passes join "
-                                      "after what they require)"),
+    table = _with_columns(Table(title="watos passes  (shipped passes in pipeline order within each stage; a "
+                                      "user's pass joins its stage after the passes providing what it requires)"),
                           ("stage", "pass", "requires", "provides", "options"),
                           ("stage", "pass", "requires", "provides", "options"))
     for cls in passes:
@@ -163,11 +163,12 @@ def print_passes(passes: list[type]) -> None:
                             for name, field in cls.Config.model_fields.items())
         table.add_row(cls.stage, cls.name, ", ".join(sorted(cls.requires)) or "-",
                       ", ".join(sorted(cls.provides)) or "-", options or "-")
-    _console(200).print(table)
+    _console(160).print(table)
 
 
 def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    plain = isinstance(annotation, type) and not getattr(annotation, "__args__", None)
+    return annotation.__name__ if plain else str(annotation).replace("typing.", "").replace("watos.hardware.target.", "")
 
 
 def _default(field: Any) -> str:

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 from conftest import traced
-from watos.models import config_names, config_text
-from watos.models.gshard import top_k_gating
 
 import watos
 from watos.ir import OpKind, Phase
+from watos.models import config_names, config_text
+from watos.models.gshard import top_k_gating
 
 TINY = {"model_type": "gshard", "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
         "num_hidden_layers": 4, "num_attention_heads": 4, "num_experts": 4, "capacity_factor": 1.25}

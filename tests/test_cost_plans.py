@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import watos
 from watos import Plan, WatosError, cost_plan, load_target
 from watos.cli import main
 from watos.plan import check_plan
@@ -163,3 +164,25 @@ def test_zero3_gathers_parameters_every_micro_batch_and_hides_them_under_compute
     exposed = [costed(3, m, slow).analyses["cost"]["breakdown_s"]["zero_comm"] for m in (2, 4)]
     assert exposed[0] > 0 and exposed[1] == pytest.approx(2 * exposed[0])
     assert costed(1, 4, slow).analyses["cost"]["breakdown_s"]["zero_comm"] == 0.0
+
+
+def test_every_strategy_reports_one_schema():
+    """3D and weight-streaming plans end in the same step-metrics function: the same keys, breakdown parts and
+    stage fields; weight streaming counts its model FLOPs and its recomputation (HFU above MFU), and its
+    devices are the plan's, so a tensor-parallel split cannot lift MFU past the peak."""
+    from typing import get_type_hints
+
+    wafer, cs2 = load_target("watos-config3"), load_target("cerebras-cs2")
+    three_d = cost_plan(small(1, wafer.fusion), wafer, Plan(tp=2, dp=2, global_batch=4, recompute="full"))
+    streamed = cost_plan(small(1, cs2.fusion), cs2, Plan(strategy="weight-streaming", tp=2, dp=2, global_batch=8,
+                                                           recompute="full")).analyses["cost"]
+    three_d = three_d.analyses["cost"]
+    assert set(three_d) == set(streamed) == set(get_type_hints(watos.StepMetrics))
+    assert set(three_d["breakdown_s"]) == set(streamed["breakdown_s"])
+    assert set(three_d["stages"][0]) == set(streamed["stages"][0])
+    assert set(three_d["stages"][0]["memory"]) == set(streamed["stages"][0]["memory"])
+    assert streamed["model_flops_per_step"] == pytest.approx(three_d["model_flops_per_step"] * 2)  # twice the batch
+    assert 0 < streamed["mfu"] < streamed["hfu"] <= 1
+    assert streamed["executed_flops_per_step"] > streamed["model_flops_per_step"]
+    options = streamed["stages"][0]["options"]
+    assert options["full"]["total_bytes"] < options["none"]["total_bytes"]

@@ -113,7 +113,7 @@ def test_search_splits_experts_when_memory_demands_and_reports_considered_plans(
     to ``considered`` is costed (GCMR applied) and reported, one that does not divide says why."""
     import dataclasses
 
-    from test_search import wafer
+    from test_strategy_search import wafer
     problem = watos.make_problem(MIXTRAL8, wafer(2, 4, 0.004), seq=64, global_batch=16)
     problem = dataclasses.replace(problem, micro_batch_sizes=(1, 2), interleaves=(1,))
     found = watos.search(problem, considered=[watos.Plan(dp=8, ep=8, zero=1, global_batch=16),
@@ -142,7 +142,7 @@ def test_static_capacity_experts_dispatch_their_padded_buffers_and_ignore_the_sk
     pays, changes nothing."""
     import math
 
-    from test_gshard import TINY
+    from test_frontend_gshard import TINY
 
     graph = watos.lower(watos.trace(write_config(TINY, "gshard"), seq_len=32), fusion="none")
     capacity = math.ceil(TINY["capacity_factor"] * 2 * 32 / TINY["num_experts"])
@@ -157,7 +157,7 @@ def test_static_capacity_experts_dispatch_their_padded_buffers_and_ignore_the_sk
 def test_the_search_counts_every_block_s_expert_weights():
     """The memory screen divides expert weights by EP: it must count all 3 layers' experts, not only the
     traced blocks' (block 2 is costed as a copy of block 1)."""
-    from test_search import wafer
+    from test_strategy_search import wafer
     problem = watos.make_problem(MIXTRAL8, wafer(2, 4, 0.004), seq=64)
     h, f = MIXTRAL8["hidden_size"], MIXTRAL8["intermediate_size"]
     assert problem.info["expert_parameters"] == 3 * 8 * 3 * h * f

@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import FAMILIES, traced
 from transformers import CONFIG_MAPPING, AutoModelForCausalLM
-from watos.models import DEFINITIONS, config_names, config_text
 
 import watos
 from watos.ir import OpKind
+from watos.models import DEFINITIONS, config_names, config_text
 
 
 def reference_count(config: dict) -> int:
@@ -31,7 +31,7 @@ def test_every_model_is_shipped():
     assert expected <= set(config_names())
 
 
-@pytest.mark.parametrize("name", [n for n in config_names()  # GShard's count: tests/test_gshard.py
+@pytest.mark.parametrize("name", [n for n in config_names()  # GShard's count: tests/test_frontend_gshard.py
                                   if json.loads(config_text(n))["model_type"] not in DEFINITIONS])
 def test_shipped_config_parameter_count_is_exact(name):
     graph = traced(name, seq_len=16)

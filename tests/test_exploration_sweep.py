@@ -153,7 +153,7 @@ def test_a_sweep_killed_three_times_resumes_to_the_same_results(tmp_path, small_
 
 
 def test_an_moe_model_is_explored_with_expert_parallelism_and_its_routing_stated(tmp_path, small_sweep):
-    from test_moe import MIXTRAL8
+    from test_cost_moe import MIXTRAL8
 
     config = tmp_path / "mixtral.json"
     config.write_text(json.dumps(MIXTRAL8))

@@ -3,6 +3,7 @@ import json
 
 import pytest
 from conftest import traced_summary
+
 from watos.models import config_text
 
 

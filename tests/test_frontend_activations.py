@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import traced, traced_summary
 from torch import nn
-from watos.models import config_text
 
 import watos
 from watos.ir import OpKind
+from watos.models import config_text
 
 
 def korthikanti_per_layer(seq: int, batch: int, hidden: int, heads: int) -> int:
