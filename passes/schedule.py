@@ -19,16 +19,10 @@ from pydantic import Field
 
 from watos.cost.borrowing import checkpoint_transfer_s
 from watos.cost.memory import activation_bytes, parameter_sizes, stage_memory
-from watos.cost.metrics import (
-    executed_flops,
-    recomputed_flops,
-    step_metrics,
-    traffic_per_step,
-)
+from watos.cost.metrics import StepOptions, executed_flops, recomputed_flops, step_metrics, traffic_per_step
 from watos.cost.pipeline import in_flight, pipeline_time, stage_segments
-from watos.hardware.target import Target
 from watos.ir import Graph
-from watos.ir.pass_manager import Pass, PassConfig, register_pass
+from watos.ir.pass_manager import Pass, register_pass
 from watos.network.collectives import collective_time
 from watos.plan import RECOMPUTE_POLICIES, PipelineSchedule
 
@@ -44,20 +38,12 @@ class Schedule(Pass):
     requires = frozenset({"device_cost", "placement"})
     provides = frozenset({"cost"})
 
-    class Config(PassConfig):
-        target: Target = Field(description="the hardware the plan runs on")
-        tp: int = Field(1, description="tensor-parallel degree")
-        pp: int = Field(1, description="pipeline stages")
-        dp: int = Field(1, description="data-parallel replicas")
-        cp: int = Field(1, description="context-parallel degree")
+    class Config(StepOptions):
         ep: int = Field(1, description="expert-parallel degree")
         zero: int = Field(0, description="ZeRO stage (0-3)")
-        micro_batches: int = Field(1, description="micro-batches per pipeline per step (m)")
-        sequences_per_step: int = Field(1, description="sequences per optimizer step (global batch)")
         interleave: int = Field(1, description="model chunks per pipeline stage")
         kind: PipelineSchedule = Field("1f1b", description="pipeline schedule")
         overlap_grad_reduce: bool = Field(True, description="overlap per-step gradient collectives with the last backward")
-        dtype: str = Field("bf16", description="the training dtype (selects the device's peak)")
         borrow: tuple[tuple[int, int, float], ...] = Field(
             (), description="Sender/Helper checkpoint storage: (sender stage, helper stage, bytes per die)")
         grad_accumulation_bytes: float = Field(

@@ -18,20 +18,12 @@ Writes ``analyses["cost"]`` (:class:`~watos.ir.analyses.StepMetrics`, :func:`wat
 """
 from __future__ import annotations
 
-from pydantic import Field
-
 from watos.cost.memory import activation_bytes, parameter_sizes
-from watos.cost.metrics import (
-    executed_flops,
-    recomputed_flops,
-    step_metrics,
-    traffic_per_step,
-)
+from watos.cost.metrics import StepOptions, executed_flops, recomputed_flops, step_metrics, traffic_per_step
 from watos.errors import WatosError
-from watos.hardware.target import Target
 from watos.ir import DTYPE_BYTES, Graph
 from watos.ir.analyses import DeviceTimes
-from watos.ir.pass_manager import Pass, PassConfig, register_pass
+from watos.ir.pass_manager import Pass, register_pass
 from watos.plan import RECOMPUTE_POLICIES
 
 
@@ -41,15 +33,7 @@ class WeightStreaming(Pass):
     requires = frozenset({"device_cost"})
     provides = frozenset({"cost"})
 
-    class Config(PassConfig):
-        target: Target = Field(description="the hardware the plan runs on; needs weight_streaming memory")
-        tp: int = Field(1, description="tensor-parallel degree")
-        pp: int = Field(1, description="pipeline stages")
-        dp: int = Field(1, description="data-parallel systems")
-        cp: int = Field(1, description="context-parallel degree")
-        micro_batches: int = Field(1, description="micro-batches per system per step")
-        sequences_per_step: int = Field(1, description="sequences per optimizer step (global batch)")
-        dtype: str = Field("bf16", description="the training dtype (selects the device's peak)")
+    Config = StepOptions  # the target needs weight_streaming memory; dp counts the data-parallel systems
 
     def run(self, graph: Graph) -> None:
         c = self.config

@@ -12,9 +12,12 @@ HFU). A plan fits when its busiest device's memory fits the device's DRAM and SR
 """
 from __future__ import annotations
 
+from pydantic import Field
+
 from watos.hardware.target import Target
 from watos.ir import Graph
 from watos.ir.analyses import DeviceTimes, StageMetrics, StepMetrics
+from watos.ir.pass_manager import PassConfig
 from watos.ir.queries import model_flops
 
 BREAKDOWN = ("compute", "bubble", "recompute", "tp_comm", "ep_comm", "zero_comm", "pp_comm", "dp_exposed",
@@ -23,6 +26,20 @@ BREAKDOWN = ("compute", "bubble", "recompute", "tp_comm", "ep_comm", "zero_comm"
 TP/EP communication, ZeRO 2/3's per-micro-batch collectives beyond the compute that hides them, pipeline
 sends, the gradient reduction left after the backward, the optimizer, and weights streamed in beyond the
 compute that hides them (weight streaming)."""
+
+
+class StepOptions(PassConfig):
+    """The options of every pass that schedules a step and reports its :func:`step_metrics`: the target, the
+    plan's degrees (its devices are tp·pp·dp·cp), micro-batches, the global batch and the dtype."""
+
+    target: Target = Field(description="the hardware the plan runs on")
+    tp: int = Field(1, description="tensor-parallel degree")
+    pp: int = Field(1, description="pipeline stages")
+    dp: int = Field(1, description="data-parallel replicas")
+    cp: int = Field(1, description="context-parallel degree")
+    micro_batches: int = Field(1, description="micro-batches per pipeline per step (m)")
+    sequences_per_step: int = Field(1, description="sequences per optimizer step (global batch)")
+    dtype: str = Field("bf16", description="the training dtype (selects the device's peak)")
 
 
 def step_metrics(graph: Graph, target: Target, *, dtype: str, devices: int, sequences: int, step_time_s: float,
