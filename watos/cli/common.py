@@ -6,8 +6,6 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from watos.files import staged_files
-
 MODEL_HELP = ("a shipped model name (see `watos models`), a Hugging Face config.json, path/to/file.py:factory or "
               "package.module:attr returning an nn.Module")
 TARGET_HELP = "a shipped target (`watos targets`) or a YAML file"
@@ -48,6 +46,7 @@ def routing_fields(args: argparse.Namespace, fields: dict | None = None) -> dict
 def staged_dumps(directory: str | None) -> Iterator[list[Any]]:
     """``--dump-ir DIR``: the DumpIR instrument writing into a staging folder whose dumps replace DIR's
     only if all succeeds (no instrument without DIR)."""
+    from watos.files import staged_files
     from watos.ir.instruments import DumpIR
 
     if not directory:

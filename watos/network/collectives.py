@@ -198,11 +198,11 @@ def mesh_collective(target: Target, op: Collective, nbytes: float, groups: list[
     return options[name], name, dict(load)
 
 
-Phase = tuple[int, tuple[tuple[Link, float], ...], float, int]  # steps, share of n per link, busiest, hops
+CollectivePhase = tuple[int, tuple[tuple[Link, float], ...], float, int]  # steps, share of n per link, busiest, hops
 
 
 @functools.lru_cache(maxsize=4096)
-def _embeddings(op: Collective, coords: tuple[tuple[tuple[int, int], ...], ...]) -> dict[str, tuple[Phase, ...]]:
+def _embeddings(op: Collective, coords: tuple[tuple[tuple[int, int], ...], ...]) -> dict[str, tuple[CollectivePhase, ...]]:
     """The ways to run ``op`` over groups of dies, each a sequence of phases whose link loads are
     fractions of the per-device bytes n: geometry only, so cached across bandwidths and sizes."""
     if op == "p2p":
@@ -229,7 +229,7 @@ def _embeddings(op: Collective, coords: tuple[tuple[tuple[int, int], ...], ...])
     return options
 
 
-def _phase(flows: list[tuple[Sequence[tuple[int, int]], float]], steps: int, closed: bool = True) -> Phase:
+def _phase(flows: list[tuple[Sequence[tuple[int, int]], float]], steps: int, closed: bool = True) -> CollectivePhase:
     """``steps`` times, every die of every ring sends its share of n to the next die, all rings at once
     (``closed``: the last die sends to the first)."""
     load: dict[Link, float] = defaultdict(float)

@@ -17,15 +17,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-Op = tuple[str, int, int]  # (kind, micro_batch, chunk)
+PipelineOp = tuple[str, int, int]  # (kind, micro_batch, chunk)
 KINDS = ("gpipe", "1f1b", "interleaved")
 
 
-def _gpipe_order(m: int) -> list[Op]:
+def _gpipe_order(m: int) -> list[PipelineOp]:
     return [("fwd", i, 0) for i in range(m)] + [("bwd", i, 0) for i in range(m)]
 
 
-def _1f1b_order(p: int, m: int, s: int) -> list[Op]:
+def _1f1b_order(p: int, m: int, s: int) -> list[PipelineOp]:
     """PipeDream-flush: ``min(p − s − 1, m)`` warm-up forwards, then one forward and one backward
     in turn, then the remaining backwards."""
     warmup = min(p - s - 1, m)
@@ -35,7 +35,7 @@ def _1f1b_order(p: int, m: int, s: int) -> list[Op]:
     return order + [("bwd", i, 0) for i in range(m - warmup, m)]
 
 
-def _interleaved_order(p: int, m: int, s: int, v: int) -> list[Op]:
+def _interleaved_order(p: int, m: int, s: int, v: int) -> list[PipelineOp]:
     """Megatron-LM's ``forward_backward_pipelining_with_interleaving`` for pipeline rank ``s``.
 
     Chunk-op ``j`` (of ``m·v``) works on micro-batch ``(j // (p·v))·p + j % p`` of chunk
@@ -46,7 +46,7 @@ def _interleaved_order(p: int, m: int, s: int, v: int) -> list[Op]:
     total = m * v
     warmup = total if m == p else min(2 * (p - s - 1) + (v - 1) * p, total)
 
-    def op(kind: str, j: int) -> Op:
+    def op(kind: str, j: int) -> PipelineOp:
         chunk = (j % (p * v)) // p
         return kind, (j // (p * v)) * p + j % p, chunk if kind == "fwd" else v - 1 - chunk
 
@@ -56,7 +56,7 @@ def _interleaved_order(p: int, m: int, s: int, v: int) -> list[Op]:
     return order + [op("bwd", j) for j in range(total - warmup, total)]
 
 
-def _orders(p: int, m: int, v: int, kind: str) -> list[list[Op]]:
+def _orders(p: int, m: int, v: int, kind: str) -> list[list[PipelineOp]]:
     if kind == "interleaved" and v > 1:
         return [_interleaved_order(p, m, s, v) for s in range(p)]
     if kind == "gpipe":
