@@ -104,11 +104,18 @@ def load_pass_file(path: str) -> None:
         raise WatosError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from None
 
 
+_DISCOVERED: set[tuple[str, ...]] = set()  # the ``watos.passes`` folders already imported
+
+
 def _import_builtin_passes() -> None:
     import watos.passes as package  # the one import of a later layer: lazy discovery of the pass files
 
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+    folders = tuple(package.__path__)
+    if folders in _DISCOVERED:  # a costing pipeline is built per plan: scan the folders once
+        return
+    for info in sorted(pkgutil.iter_modules(folders), key=lambda m: m.name):
         importlib.import_module(f"{package.__name__}.{info.name}")
+    _DISCOVERED.add(folders)
 
 
 def join_stage(stage: Stage, builtin: list[Pass], shipped: Iterable[str] = (),
