@@ -13,6 +13,7 @@ import time
 
 import watos
 from watos.pipelines import attention_for
+from watos.plan import software_of
 
 GOAL_S = 0.020
 
@@ -22,8 +23,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
     target = watos.load_target("watos-config3")
-    graph = watos.lower(watos.trace("llama3-70b", seq_len=4096, micro_batch=1, attention=attention_for(target.fusion)),
-                        target)
+    fusion = software_of(watos.Plan(), target).fusion
+    graph = watos.lower(watos.trace("llama3-70b", seq_len=4096, micro_batch=1, attention=attention_for(fusion)), target)
     plan = watos.Plan(tp=4, pp=14, dp=1, micro_batch=1, global_batch=64, recompute="full")
     samples = []
     for _ in range(args.runs):

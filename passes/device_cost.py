@@ -6,7 +6,7 @@ over the groups of ``analyses["sharding"]``, all groups at once, on the dies of 
 Writes ``attrs["time_s"]`` on every op and ``analyses["device_cost"]`` (:class:`~watos.ir.analyses.DeviceTimes`):
 seconds per micro-batch, per block group representative and for the ``pre``/``post`` segments, split into
 forward, backward, optimizer and the communication of each group per micro-batch (``<group>_comm_fwd|bwd``)
-and once per step (``step_comm``); ``recompute:<policy>`` (and its FLOPs) is the forward work that recompute
+and once per step (``step_grad_comm``: gradient reductions, ``step_param_comm``: parameter all-gathers); ``recompute:<policy>`` (and its FLOPs) is the forward work that recompute
 policy re-runs in the backward; ``dram_bytes`` and ``network_bytes`` are the memory traffic of its kernels and
 the bytes its collectives hand to the network per device and micro-batch (``step_...``: once per step, the
 optimizer and gradient reduction), for energy.
@@ -18,6 +18,7 @@ from collections import defaultdict
 from pydantic import Field
 
 from watos.cost.kernel import KernelModel
+from watos.hardware.stack import Software
 from watos.hardware.target import Target
 from watos.ir import Graph, OpKind, Phase
 from watos.ir.analyses import DeviceTimes
@@ -33,11 +34,12 @@ class DeviceCost(Pass):
 
     class Config(PassConfig):
         target: Target = Field(description="the hardware the plan runs on")
-        dtype: str = Field("bf16", description="the training dtype (selects the device's peak)")
+        dtype: str = Field("bf16", description="the training dtype: bf16, fp16, or fp8 (FP8 GEMMs)")
+        software: Software = Field(description="the stack the plan runs under, resolved (per-kernel overhead, FP8)")
 
     def run(self, graph: Graph) -> None:
         target = self.config.target
-        kernel = KernelModel(target, target.device.peak_tflops_for(self.config.dtype) * 1e12)
+        kernel = KernelModel(target, self.config.dtype, self.config.software)
         groups = graph.analyses["sharding"].groups
         dies = graph.analyses["placement"].dies
         collective_cache: dict[tuple, float] = {}
@@ -49,7 +51,7 @@ class DeviceCost(Pass):
                     collective_cache[key] = collective_time(target, op.target, op.attrs["bytes"],
                                                             groups[op.attrs["group"]], dies)
                 seconds = collective_cache[key]
-                bucket = "step_comm" if op.attrs.get("per_step") else \
+                bucket = f"step_{op.attrs.get('dp_phase', 'grad')}_comm" if op.attrs.get("per_step") else \
                     f"{op.attrs['group']}_comm_{'fwd' if op.phase is Phase.FORWARD else 'bwd'}"
             else:
                 seconds = kernel.op_time(graph, op)

@@ -10,6 +10,10 @@ Levels (a target's ``fusion:``):
     the output (and a per-row log-sum-exp): no s x s tensor is written or kept; its backward recomputes
     QKᵀ, so it runs 2.5x the forward's FLOPs instead of 2x.
 
+With ``fused_loss`` the loss runs as one fused cross-entropy kernel over the logits (Megatron-Core's and
+Transformer Engine's, Liger's): the fp32 copy of the logits and their log-softmax are neither written nor
+kept; the kernel reads the 16-bit logits, which the backward keeps instead.
+
 Per op this pass sets ``attrs["io_bytes"]`` (DRAM traffic as run) and ``attrs["launches"]`` (kernels
 launched); a fused op that still runs its members one by one gets them on its members instead. It writes
 ``analyses["fusion"]`` (:class:`~watos.ir.analyses.Fusion`): the level and the tensors saved as run.
@@ -35,7 +39,8 @@ class Fuse(Pass):
     provides = frozenset({"fusion"})
 
     class Config(PassConfig):
-        level: Literal["none", "basic", "flash"] = Field("basic", description="the target's kernel fusion")
+        level: Literal["none", "basic", "flash"] = Field("basic", description="the stack's kernel fusion")
+        fused_loss: bool = Field(False, description="the loss as one fused cross-entropy kernel over 16-bit logits")
 
     def run(self, graph: Graph) -> None:
         level = self.config.level
@@ -53,6 +58,8 @@ class Fuse(Pass):
                     _merge_chains(op.members, graph, kept, softmax_joins=True)
         if level == "flash":
             saved = _flash_attention(graph, saved)
+        if self.config.fused_loss:
+            saved = _fused_loss(graph, saved)
         graph.analyses["fusion"] = Fusion(level, tuple(saved))
 
     def verify(self, graph: Graph) -> None:
@@ -173,6 +180,30 @@ def _flash_attention(graph: Graph, saved: list[SavedTensor]) -> list[SavedTensor
         if op.phase is Phase.BACKWARD and op.grad_of is not None:
             op.flops = int(FLASH_BACKWARD_FLOPS * graph.op(op.grad_of).flops)
     return [t for t in saved if (t.op, t.output) not in dropped]
+
+
+def _fused_loss(graph: Graph, saved: list[SavedTensor]) -> list[SavedTensor]:
+    """The forward chain from the logits (a matmul's output) to the loss, through casts, views and
+    log-softmax, runs as one kernel: its intermediates are not written (``attrs["fused_away"]``) nor kept,
+    and the 16-bit logits are kept in their place."""
+    chain, logits = set(), None
+    for loss in (op for op in graph.ops if op.kind is OpKind.LOSS and op.phase is Phase.FORWARD):
+        frontier = [loss.inputs[0][0]]
+        while frontier:
+            op = graph.op(frontier.pop())
+            if op.kind is OpKind.MATMUL:
+                logits = (op.id, 0)
+            elif op.kind in (OpKind.VIEW, OpKind.ELEMENTWISE, OpKind.REDUCTION) and op.inputs:
+                chain.add(op.id)
+                frontier.append(op.inputs[0][0])
+    if logits is None:
+        return saved
+    for op_id in chain:
+        graph.op(op_id).attrs.update(fused_away=True, io_bytes=0, launches=0)
+    kept = [t for t in saved if t.op not in chain]
+    if not any((t.op, t.output) == logits for t in kept):
+        kept.append(SavedTensor(logits[0], logits[1], graph.type_of(logits).nbytes, None))
+    return sorted(kept)
 
 
 def _is_square(t, seq: int) -> bool:

@@ -1,7 +1,9 @@
 """pipeline: assign blocks to pipeline stages (contiguous, optionally interleaved) and size the p2p sends.
 
 With ``pp`` stages and ``interleave`` = v model chunks per stage (Narayanan et al. 2021), the L blocks
-form pp·v contiguous chunks, as equal as L allows, and chunk c runs on stage c mod pp. Ops before the first block (embedding)
+form pp·v contiguous chunks, as equal as L allows, and chunk c runs on stage c mod pp; ``stage_layers``
+gives the first and last stages their own block counts and splits the rest evenly (Megatron-Core's uneven
+pipeline, which leaves room for the embedding and the head). Ops before the first block (embedding)
 run on the first stage; ops after the last block (final norm, LM head, loss) on the last. Between
 stages each micro-batch sends its activations forward and their gradients back: the block output, split
 over the TP group (scatter/gather) and over the CP group.
@@ -30,6 +32,7 @@ class Pipeline(Pass):
         tp: int = Field(1, description="tensor-parallel degree (the boundary activation is split over it)")
         cp: int = Field(1, description="context-parallel degree (the boundary activation is split over it)")
         sequence_parallel: bool = Field(False, description="activations already split over TP along the sequence")
+        stage_layers: tuple[int, int] | None = Field(None, description="blocks on the first and last stages")
 
     def run(self, graph: Graph) -> None:
         c = self.config
@@ -37,6 +40,11 @@ class Pipeline(Pass):
         blocks = graph.model.num_blocks
         # Contiguous chunks as equal as the block count allows (sizes differ by at most one).
         chunk_of_block = {j: min(chunks - 1, j * chunks // blocks) for j in range(blocks)}
+        if c.stage_layers:
+            first, last = c.stage_layers
+            middle = (blocks - first - last) // max(1, c.pp - 2)
+            chunk_of_block = {j: 0 if j < first else c.pp - 1 if j >= blocks - last else
+                              1 + (j - first) // middle for j in range(blocks)}
         stage_of_block = {j: chunk % c.pp for j, chunk in chunk_of_block.items()}
         stages = [{group.representative: 0 for group in graph.block_groups} for _ in range(c.pp)]
         for group in graph.block_groups:

@@ -70,7 +70,9 @@ def _is_activation(op: Op) -> bool:
 
 
 def _fused_roots(graph: Graph, saved: dict[Value, set[int | None]]) -> dict[Value, set[int | None]]:
-    """Saved roots when elementwise chains and norms run as single kernels (see module doc)."""
+    """Saved roots when elementwise chains and norms run as single kernels (see module doc): a kernel keeps
+    the inputs it recomputes its intermediates from, or, when the backward needs less than that (a rotary
+    embedding's backward reads only its cos/sin tables), what the backward reads of it, whichever is smaller."""
     region = _kernel_regions(graph)
     members: dict[int, list[Op]] = defaultdict(list)
     for op in graph.ops:
@@ -78,19 +80,28 @@ def _fused_roots(graph: Graph, saved: dict[Value, set[int | None]]) -> dict[Valu
             members[region[op.id]].append(op)
     forward_readers = _forward_readers(graph)
     kept: dict[Value, set[int | None]] = defaultdict(set)
+    inner: dict[int, dict[Value, set[int | None]]] = defaultdict(dict)  # region -> its saved roots
     for root, blocks in saved.items():
         rid = region.get(root[0])
         read_outside = any(region.get(r.id) != rid for r in forward_readers.get(root, ()))
         if rid is None or read_outside:
             kept[root] |= blocks
-            continue
+        else:
+            inner[rid][root] = blocks
+    for rid, roots in inner.items():
+        blocks = set().union(*roots.values())
         inside = {m.id for m in members[rid]}
-        for m in members[rid]:
-            for value in m.inputs:
-                source = graph.storage_root(value)
-                if source[0] not in inside and _is_activation(graph.op(source[0])) \
-                        and graph.op(source[0]).phase is Phase.FORWARD:
-                    kept[source] |= blocks
+        inputs = {graph.storage_root(value) for m in members[rid] for value in m.inputs}
+        inputs = {v for v in inputs if v[0] not in inside and _is_activation(graph.op(v[0]))
+                  and graph.op(v[0]).phase is Phase.FORWARD}
+        # the backward's own needs: what it reads inside the kernel, and of the kernel's inputs
+        needs = set(roots) | {v for v in inputs if v in saved}
+        if sum(graph.type_of(v).nbytes for v in inputs) <= sum(graph.type_of(v).nbytes for v in needs):
+            for value in inputs:
+                kept[value] |= blocks
+        else:
+            for value, readers in roots.items():
+                kept[value] |= readers
     return kept
 
 

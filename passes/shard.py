@@ -9,11 +9,15 @@ residual adds) along the sequence and turns each all-reduce into a reduce-scatte
 Context parallelism splits every activation along the sequence; attention all-gathers K and V (and
 reduce-scatters their gradients). Data parallelism adds the collectives of each parameter: with ZeRO 0
 and 1 an all-reduce of the accumulated gradient once per step (Megatron-LM's distributed optimizer:
-reduce-scatter and all-gather, the same volume); ZeRO 2 keeps only a shard of the gradient, so every
-micro-batch's backward reduce-scatters it, and the updated parameters are all-gathered once per step;
-ZeRO 3 keeps only a shard of the parameters as well and all-gathers them before every micro-batch's
-forward and again before its backward (Rajbhandari et al. 2020, §5). Per-step collectives carry
-``attrs["per_step"]``.
+reduce-scatter and all-gather, the same volume); ZeRO 1 (the distributed optimizer) reduce-scatters the
+accumulated gradient and all-gathers the updated 16-bit parameters once per step; ZeRO 2 keeps only a
+shard of the gradient, so every micro-batch's backward reduce-scatters it, and the updated parameters are
+all-gathered once per step; ZeRO 3 keeps only a shard of the parameters as well and all-gathers them
+before every micro-batch's forward and again before its backward (Rajbhandari et al. 2020, §5). With a
+``shard_group`` (hybrid sharding, FSDP's HYBRID_SHARD) the shards span groups of that many data-parallel
+ranks (group ``dps``): gathers and reduce-scatters run inside a group, and each shard's gradient is then
+all-reduced across the groups (``dpr``) once per step. Per-step collectives carry ``attrs["per_step"]``;
+every data-parallel collective says whether it moves gradients or parameters (``attrs["dp_phase"]``).
 
 Expert parallelism (GShard, Lepikhin et al. 2020 §2.2; Megatron-LM's MoE layer) splits the experts of an
 MoE layer over ``ep`` data-parallel ranks: expert weights (3-D parameters ``[E, ., .]``) are divided over
@@ -60,6 +64,7 @@ class Shard(Pass):
         grad_reduce_bytes: int = Field(4, description="bytes per gradient element reduced (Megatron-LM: fp32)")
         ep: int = Field(1, description="expert-parallel degree")
         load: float = Field(1.0, description="routed tokens on the busiest EP rank over the mean (the routing model)")
+        shard_group: int | None = Field(None, description="ZeRO shards within groups of this many DP ranks (HSDP)")
 
     def run(self, graph: Graph) -> None:
         c = self.config
@@ -95,14 +100,17 @@ class Shard(Pass):
                 numel = graph.type_of(value).numel // (c.tp if name in split_params else 1) // (c.ep if expert else 1)
                 if expert and c.dp * c.cp == c.ep:
                     continue  # every expert lives on one rank of its TP/CP coordinate: nothing to reduce
-                for kind, per_step in _data_parallel_collectives(c.zero):
+                for kind, group, per_step, share, forward in _data_parallel_collectives(c, expert):
                     # gradients reduce in grad_reduce_bytes; parameters gather in their own dtype
                     width = DTYPE_BYTES[graph.type_of(value).dtype] if kind == "all_gather" else c.grad_reduce_bytes
-                    collectives.setdefault(value[0], []).append(
-                        _collective(graph, kind, "edp" if expert else "dp", numel * width, value, graph.op(value[0]),
-                                    param=name, per_step=per_step))
+                    collective = _collective(graph, kind, group, numel * width // share, value, graph.op(value[0]),
+                                             param=name, per_step=per_step,
+                                             dp_phase="param" if kind == "all_gather" else "grad")
+                    if forward:
+                        collective.phase = Phase.FORWARD  # ZeRO 3's first gather feeds the forward
+                    collectives.setdefault(value[0], []).append(collective)
         _insert_after(graph, collectives)
-        graph.analyses["sharding"] = Sharding(groups=parallel_groups(c.tp, c.cp, c.dp, c.pp, c.ep),
+        graph.analyses["sharding"] = Sharding(groups=parallel_groups(c.tp, c.cp, c.dp, c.pp, c.ep, c.shard_group),
                                               split_params=tuple(sorted(split_params)),
                                               expert_params=tuple(sorted(experts)) if c.ep > 1 else ())
 
@@ -191,13 +199,18 @@ def _context_parallel_exchange(graph: Graph, op: Op, c) -> Op:
     return _collective(graph, kind, "cp", key_value, op.inputs[1], op)
 
 
-def _data_parallel_collectives(zero: int) -> list[tuple[str, bool]]:
-    """(collective, once per step rather than per micro-batch) of one parameter (module docstring)."""
-    if zero <= 1:
-        return [("all_reduce", True)]
-    if zero == 2:
-        return [("reduce_scatter", False), ("all_gather", True)]
-    return [("reduce_scatter", False), ("all_gather", False), ("all_gather", False)]
+def _data_parallel_collectives(c, expert: bool) -> list[tuple[str, str, bool, int, bool]]:
+    """(collective, group, once per step rather than per micro-batch, divisor of the bytes, in the forward) of
+    one parameter's data-parallel traffic (module docstring)."""
+    hybrid = c.shard_group and c.zero > 0 and not expert
+    shards = "dps" if hybrid else ("edp" if expert else "dp")
+    if c.zero == 0:
+        return [("all_reduce", shards, True, 1, False)]
+    reduce = [("reduce_scatter", shards, c.zero < 2, 1, False)]
+    reduce += [("all_reduce", "dpr", True, c.shard_group, False)] if hybrid else []
+    if c.zero < 3:
+        return reduce + [("all_gather", shards, True, 1, False)]
+    return reduce + [("all_gather", shards, False, 1, True), ("all_gather", shards, False, 1, False)]
 
 
 def _collective(graph: Graph, kind: str, group: str, nbytes: int, value: Value, after: Op, **attrs) -> Op:

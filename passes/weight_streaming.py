@@ -18,7 +18,7 @@ Writes ``analyses["cost"]`` (:class:`~watos.ir.analyses.StepMetrics`, :func:`wat
 """
 from __future__ import annotations
 
-from watos.cost.memory import activation_bytes, parameter_sizes
+from watos.cost.memory import activation_bytes, framework_bytes, parameter_sizes
 from watos.cost.metrics import StepOptions, executed_flops, recomputed_flops, step_metrics, traffic_per_step
 from watos.errors import WatosError
 from watos.ir import DTYPE_BYTES, Graph
@@ -51,11 +51,12 @@ class WeightStreaming(Pass):
         buffers = 2 * max(weights.values(), default=0.0)
 
         def memory(rule: str) -> float:
-            return activation_bytes(recompute, segments, rule, 1) + buffers
+            live = activation_bytes(recompute, segments, rule, 1) + buffers
+            return live + framework_bytes(live, c.software)
 
         options = {rule: _streamed(graph, times, weights, bandwidth, rule) for rule in RECOMPUTE_POLICIES}
         per_microbatch, forward, compute, recompute_s = options[policy]
-        step = c.micro_batches * per_microbatch
+        step = c.micro_batches * per_microbatch + c.software.step_overhead_s
         devices = c.tp * c.pp * c.dp * c.cp
         per_stage_runs = c.micro_batches * c.tp * c.dp * c.cp
         activations = activation_bytes(recompute, segments, policy, 1)
@@ -64,7 +65,8 @@ class WeightStreaming(Pass):
                    "borrow_transfer_s": 0.0, "compute_per_microbatch_s": compute + recompute_s,
                    "dp_comm_s": 0.0, "dp_exposed_s": 0.0, "optimizer_s": 0.0,
                    "memory": {"weights_bytes": buffers, "gradients_bytes": 0.0, "optimizer_bytes": 0.0,
-                              "activations_bytes": activations, "workspace_bytes": 0.0, "parameters": 0.0,
+                              "activations_bytes": activations, "workspace_bytes": 0.0,
+                              "framework_bytes": framework_bytes(activations + buffers, c.software), "parameters": 0.0,
                               "borrowed_out_bytes": 0.0, "borrowed_in_bytes": 0.0, "total_bytes": memory(policy)},
                    "options": {rule: {"time_per_microbatch_s": options[rule][0], "total_bytes": memory(rule)}
                                for rule in RECOMPUTE_POLICIES}}]
@@ -77,7 +79,8 @@ class WeightStreaming(Pass):
             network_bytes=traffic_per_step(times, [segments], "network", per_stage_runs, devices) + streamed,
             breakdown={"compute": c.micro_batches * compute, "recompute": c.micro_batches * recompute_s,
                        # streaming time not hidden behind compute
-                       "weight_streaming": step - c.micro_batches * (compute + recompute_s)},
+                       "weight_streaming": c.micro_batches * (per_microbatch - compute - recompute_s),
+                       "step_overhead": c.software.step_overhead_s},
             stages=stages)
 
 

@@ -5,6 +5,7 @@ import pytest
 from conftest import FAMILIES
 
 import watos
+from watos.plan import software_of
 from watos.ir import OpKind, Phase
 
 
@@ -84,21 +85,23 @@ def test_expert_parallelism_divides_expert_weights_and_adds_four_all_to_alls_per
 @pytest.mark.parametrize(("routing", "load"), [({"skew": 0.5}, 1.5), ({"skew": 0.5, "capacity_factor": 1.2}, 1.2)])
 def test_the_busiest_expert_rank_sets_expert_time_and_all_to_all_bytes(mixtral8, routing, load):
     balanced, skewed = _costed(mixtral8, ep=4), _costed(mixtral8, ep=4, routing=routing)
-    launch = watos.load_target("watos-config3").device.efficiency.kernel_overhead_us * 1e-6
+    launch = software_of(watos.Plan(), watos.load_target("watos-config3")).kernel_overhead_s
     pairs = list(zip(balanced.ops, skewed.ops))
     experts = [(a, b) for a, b in pairs if a.attrs.get("expert")]
     moved = [(a, b) for a, b in pairs if a.attrs.get("group") == "ep"]
     dense = [(a, b) for a, b in pairs if a.kind is OpKind.MATMUL and not a.attrs.get("expert")]
     assert len(experts) == 2 * 6 and len(moved) == 2 * 4 and dense
-    for a, b in experts:  # roofline time without the launch scales with the rows the busiest rank gets
-        assert b.attrs["time_s"] - launch == pytest.approx(load * (a.attrs["time_s"] - launch))
+    for a, b in experts:  # time without the launch grows with the rows the busiest rank gets: by the load
+        # factor when compute-bound, by less when the (unscaled) expert weights' bytes bound it
+        assert a.attrs["time_s"] - launch < b.attrs["time_s"] - launch <= load * (a.attrs["time_s"] - launch) * (1 + 1e-9)
     for a, b in moved:
         assert b.attrs["bytes"] == pytest.approx(load * a.attrs["bytes"], rel=1e-4)
     assert all(a.attrs["time_s"] == b.attrs["time_s"] for a, b in dense)
 
 
-@pytest.mark.parametrize(("fields", "message"), [({"ep": 3, "dp": 6}, "ep=3 must divide dp=6 and the 8 experts"),
-                                                 ({"ep": 16, "dp": 16}, "ep=16 must divide dp=16 and the 8 experts")])
+@pytest.mark.parametrize(("fields", "message"), [({"ep": 3, "dp": 6}, r"ep=3 must divide dp=6 \(or .*\) and the 8 experts"),
+                                                 ({"ep": 16, "dp": 16}, r"ep=16 must divide dp=16 \(or .*\) and the 8 experts"),
+                                                 ({"ep": 12, "dp": 4, "tp": 2}, r"ep=12 must divide dp=4")])
 def test_expert_parallel_degree_must_divide_dp_and_the_experts(fields, message):
     from watos.plan import check_plan, make_plan
 
@@ -106,6 +109,16 @@ def test_expert_parallel_degree_must_divide_dp_and_the_experts(fields, message):
         check_plan(make_plan(fields), heads=4, kv_heads=2, layers=3, seq_len=64, experts=8)
     with pytest.raises(watos.WatosError, match="has no experts"):
         check_plan(make_plan({"ep": 2, "dp": 2}), heads=4, kv_heads=2, layers=3, seq_len=64)
+
+
+def test_expert_parallelism_may_fold_the_tensor_parallel_ranks():
+    """Megatron-Core with expert tensor parallelism 1 folds the TP ranks into EP (ep = dp·tp): every rank holds
+    1/ep of the experts, costed as 1/tp of each of ep/tp data-parallel ranks' experts."""
+    from watos.plan import check_plan, make_plan
+
+    plan = make_plan({"ep": 8, "dp": 4, "tp": 2})
+    check_plan(plan, heads=4, kv_heads=2, layers=3, seq_len=64, experts=8)
+    assert plan.data_parallel_ep == 4 and make_plan({"ep": 2, "dp": 4, "tp": 2}).data_parallel_ep == 2
 
 
 def test_search_splits_experts_when_memory_demands_and_reports_considered_plans():

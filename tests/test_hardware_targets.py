@@ -17,7 +17,7 @@ device:
   sram_bandwidth_gb_per_s: 0
   dram_capacity_gb: 16
   dram_bandwidth_gb_per_s: 1000
-  efficiency: {matmul_max: 0.7, matmul_half_gflop: 1, matmul_half_dim: 64, memory: 0.8, kernel_overhead_us: 2, network: 0.9}
+  efficiency: {matmul_max: 0.7, matmul_half_gflop: 1, matmul_half_dim: 64, memory: 0.8, network: 0.9}
 topology: {kind: mesh2d, rows: 2, cols: 2, link_bandwidth_gb_per_s_per_direction: 100, latency_ns: 100, io_bandwidth_gb_per_s: 10}
 """
 

@@ -208,6 +208,6 @@ def test_passes_command_lists_every_pass_with_stage_and_described_options(capsys
     out = capsys.readouterr().out
     for name, cls in registry.items():
         assert re.search(rf"│ {cls.stage} +│ {name} ", out), name
-    assert "level: Literal['none', 'basic', 'flash'] = 'basic'  the target's kernel fusion" in out
+    assert "level: Literal['none', 'basic', 'flash'] = 'basic'  the stack's kernel fusion" in out
     positions = [out.index(f"│ {name} ") for name in ("canonicalize", "annotate", "fuse", "shard", "schedule")]
     assert positions == sorted(positions)

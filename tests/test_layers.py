@@ -20,6 +20,7 @@ LAYERS = (
     ("watos.passes",),
     ("watos.pipelines",),
     ("watos.strategy",),
+    ("watos.validation",),
     ("watos.exploration",),
     ("watos.report",),
     ("watos.api", "watos"),  # the public API: the facade re-exports every stage, lazily

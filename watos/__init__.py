@@ -32,7 +32,7 @@ _EXPORTS = {
     # results
     "Graph": "watos.ir", "StepMetrics": "watos.ir.analyses", "CompileResult": "watos.api",
     "SearchResult": "watos.strategy.result", "PlanSummary": "watos.strategy.result",
-    "ExploreResult": "watos.exploration.sweep", "ValidationResult": "watos.strategy.validate",
+    "ExploreResult": "watos.exploration.sweep", "ValidationResult": "watos.validation.report",
     "WatosError": "watos.errors",
 }
 
@@ -76,4 +76,4 @@ if TYPE_CHECKING:
     from watos.plan import Borrow, Plan, Routing, load_plan
     from watos.strategy.problem import Problem, make_problem
     from watos.strategy.result import PlanSummary, SearchResult
-    from watos.strategy.validate import ValidationResult
+    from watos.validation.report import ValidationResult

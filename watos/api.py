@@ -18,6 +18,7 @@ from typing import Any
 from watos.exploration.sweep import DEFAULT_SPACE, ExploreResult
 from watos.exploration.sweep import explore as explore_space
 from watos.frontend.sources import ModelSource, load_model
+from watos.hardware.stack import Features
 from watos.hardware.target import Target, load_target
 from watos.ir import Graph
 from watos.ir.analyses import StepMetrics
@@ -27,13 +28,13 @@ from watos.ir.queries import model_limits
 from watos.pipelines import attention_for, import_passes, trace
 from watos.pipelines import cost_plan as _cost_plan
 from watos.pipelines import lower as _lower
-from watos.plan import Plan, Routing, check_plan, make_plan, routing_note
+from watos.plan import Plan, Routing, check_plan, make_plan, routing_note, software_of, traced_dtype
 from watos.strategy.baselines import run_baselines
 from watos.strategy.problem import Problem, make_problem
 from watos.strategy.result import SearchResult
 from watos.strategy.search import search as search_plans
-from watos.strategy.validate import ValidationResult
-from watos.strategy.validate import validate as validate_file
+from watos.validation.report import ValidationResult
+from watos.validation.run import validate as validate_file
 
 __all__ = ["CompileResult", "compile", "cost_plan", "explore", "lower", "search", "trace", "validate"]
 
@@ -56,15 +57,21 @@ def _plan(plan: Plan | dict) -> Plan:
     return plan if isinstance(plan, Plan) else make_plan(dict(plan))
 
 
-def lower(graph: Graph, target: Target | str | None = None, *, fusion: str | None = None,
+def lower(graph: Graph, target: Target | str | None = None, *, stack: str | None = None,
+          features: Features | dict | None = None, fusion: str | None = None,
           instruments: Iterable[Instrument] = ()) -> Graph:
-    """A copy of a traced graph lowered for ``target``'s kernels, or for a ``fusion`` level (``none``,
-    ``basic``, ``flash``) given instead; plan-independent: lower once, cost many plans."""
+    """A copy of a traced graph lowered for the kernels of ``target``'s stack (or ``stack``, with
+    ``features``), or for a ``fusion`` level (``none``, ``basic``, ``flash``) given instead; plan-independent:
+    lower once, cost many plans."""
     if fusion is None:
         if target is None:
             raise TypeError("lower: give a target or a fusion level")
-        fusion = _target(target).fusion
-    return _lower(graph, fusion, instruments)
+        plan = Plan(stack=stack, features=Features(**features) if isinstance(features, dict) else features or Features())
+        software = software_of(plan, _target(target))
+        fusion, fused_loss = software.fusion, software.fused_loss
+    else:
+        fused_loss = False
+    return _lower(graph, fusion, instruments, fused_loss)
 
 
 def cost_plan(lowered: Graph, target: Target | str, plan: Plan | dict, *, dtype: str = "bf16",
@@ -85,11 +92,13 @@ def compile(model: Any, target: Target | str, plan: Plan | dict, *, seq: int = 2
 
     instruments = list(instruments)
     source = load_model(model) if not isinstance(model, ModelSource) else model
-    graph = trace_step(source, seq_len=seq, micro_batch=plan.micro_batch, dtype=dtype,
-                       attention=attention_for(target.fusion))
+    software = software_of(plan, target)
+    fusion = software.fusion
+    graph = trace_step(source, seq_len=seq, micro_batch=plan.micro_batch, dtype=traced_dtype(dtype),
+                       attention=attention_for(fusion))
     check_plan(plan, **model_limits(graph), devices=target.dies)  # before any pass: a plan error is one line
     PassManager(import_passes(), instruments).run(graph)
-    costed = _cost_plan(_lower(graph, target.fusion, instruments), target, plan, instruments, dtype)
+    costed = _cost_plan(_lower(graph, fusion, instruments, software.fused_loss), target, plan, instruments, dtype)
     result: CompileResult = {"model": graph.model.name, "target": target.name, "plan": plan.model_dump(),
                              **costed.analyses["cost"]}
     if note := routing_note(graph, plan.routing):
@@ -130,6 +139,7 @@ def explore(template: str, models: Sequence[str], space: dict[str, list] | None 
     return explore_space(template, list(models), space or DEFAULT_SPACE, **options)
 
 
-def validate(path: str) -> ValidationResult:
-    """Predict every published run of a validation file and compare with what was measured."""
-    return validate_file(path)
+def validate(path: str, *, leave_one_source_out: bool = False) -> ValidationResult:
+    """Predict every published run of a validation file and compare with what was measured;
+    ``leave_one_source_out``: also predict each source with a calibration that never saw it."""
+    return validate_file(path, leave_one_source_out=leave_one_source_out)

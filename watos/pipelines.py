@@ -16,11 +16,12 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from watos.frontend.sources import ModelSource, load_model
+from watos.hardware.stack import Software
 from watos.hardware.target import Target
 from watos.ir import DTYPE_BYTES, Graph
 from watos.ir.instruments import Instrument
 from watos.ir.pass_manager import Pass, PassManager, join_stage, registered_passes
-from watos.plan import Plan
+from watos.plan import Plan, software_of, traced_dtype
 
 IMPORT_PASSES = ("canonicalize", "annotate", "group_blocks", "saved_activations")
 LOWER_PASSES = ("fuse", "tensor_roles")
@@ -53,56 +54,66 @@ def trace(source: Any, *, seq_len: int = 2048, micro_batch: int = 1, dtype: str 
 
     if not isinstance(source, ModelSource):
         source = load_model(source)
-    graph = trace_step(source, seq_len=seq_len, micro_batch=micro_batch, dtype=dtype, attention=attention,
+    graph = trace_step(source, seq_len=seq_len, micro_batch=micro_batch, dtype=traced_dtype(dtype), attention=attention,
                        replicate_blocks=replicate_blocks)
     return PassManager(passes if passes is not None else import_passes(), instruments).run(graph)
 
 
-def lower(graph: Graph, fusion: str, instruments: Iterable[Instrument] = ()) -> Graph:
-    """A copy of a traced graph lowered for a target's kernel fusion (``none``, ``basic``, ``flash``):
+def lower(graph: Graph, fusion: str, instruments: Iterable[Instrument] = (), fused_loss: bool = False) -> Graph:
+    """A copy of a traced graph lowered for a stack's kernels (its fusion level ``none``, ``basic`` or
+    ``flash``, and whether its loss is one fused cross-entropy kernel: :class:`watos.hardware.stack.Software`):
     plan-independent, so lower once and cost many plans."""
     registry = registered_passes()
-    passes = join_stage("lower", [registry["fuse"](level=fusion), registry["tensor_roles"]()], SHIPPED["lower"],
-                        {"fusion": fusion})
+    passes = join_stage("lower", [registry["fuse"](level=fusion, fused_loss=fused_loss), registry["tensor_roles"]()],
+                        SHIPPED["lower"], {"fusion": fusion})
     return PassManager(passes, instruments).run(graph.clone())
 
 
-def cost_passes(target: Target, plan: Plan, dtype: str = "bf16") -> list[Pass]:
-    """The cost stage configured for one target and plan."""
+def cost_passes(target: Target, plan: Plan, dtype: str = "bf16", software: Software | None = None) -> list[Pass]:
+    """The cost stage configured for one target and plan, under ``software`` (default: the plan's stack,
+    :func:`watos.plan.software_of`)."""
     registry = registered_passes()
     shard, pipeline, recompute, place, device_cost = (registry[n] for n in COST_PASSES)
+    software = software or software_of(plan, target)
     parallel = dict(tp=plan.tp, cp=plan.cp)
     borrow = tuple((b.sender, b.helper, b.gb * 1e9) for b in plan.borrow)
+    layers = (plan.stage_layers.first, plan.stage_layers.last) if plan.stage_layers else None
+    if plan.zero == 3 and plan.pp > 1 and not software.fsdp_reshard_with_pp:
+        # FSDP that keeps a pipelined stage's gathered parameters and gradients for the step: it gathers and
+        # reduces once per step and holds 16-bit weights and gradients whole, ZeRO 1's pattern
+        plan = plan.model_copy(update={"zero": 1})
     builtin = [
         shard(**parallel, pp=plan.pp, dp=plan.dp, zero=plan.zero, sequence_parallel=plan.sequence_parallel,
-              grad_reduce_bytes=DTYPE_BYTES[plan.grad_reduce_dtype], ep=plan.ep, load=plan.routing.load),
-        pipeline(**parallel, pp=plan.pp, interleave=plan.interleave, sequence_parallel=plan.sequence_parallel),
+              grad_reduce_bytes=DTYPE_BYTES[plan.grad_reduce_dtype], ep=plan.data_parallel_ep, load=plan.routing.load,
+              shard_group=plan.shard_group),
+        pipeline(**parallel, pp=plan.pp, interleave=plan.interleave, sequence_parallel=plan.sequence_parallel,
+                 stage_layers=layers),
         recompute(**parallel, policy=plan.recompute, sequence_parallel=plan.sequence_parallel),
         place(target=target, placement=plan.placement, **parallel, dp=plan.dp, pp=plan.pp, seed=plan.seed,
               pairs=borrow),
-        device_cost(target=target, dtype=dtype),
-        _schedule(registry[SCHEDULES[plan.strategy]], target, plan, dtype, borrow),
+        device_cost(target=target, dtype=dtype, software=software),
+        _schedule(registry[SCHEDULES[plan.strategy]], target, plan, dtype, software, borrow),
     ]
     return join_stage("cost", builtin, SHIPPED["cost"], {"target": target, "plan": plan, "dtype": dtype})
 
 
-def _schedule(schedule: type[Pass], target: Target, plan: Plan, dtype: str,
+def _schedule(schedule: type[Pass], target: Target, plan: Plan, dtype: str, software: Software,
               borrow: tuple[tuple[int, int, float], ...]) -> Pass:
     """The strategy's scheduling pass with the plan's knobs it takes."""
     common = dict(target=target, tp=plan.tp, pp=plan.pp, dp=plan.dp, cp=plan.cp, micro_batches=plan.micro_batches,
-                  sequences_per_step=plan.sequences_per_step, dtype=dtype)
+                  sequences_per_step=plan.sequences_per_step, dtype=dtype, software=software)
     if plan.strategy == "weight-streaming":
         return schedule(**common)
-    return schedule(**common, ep=plan.ep, zero=plan.zero, interleave=plan.interleave, kind=plan.pipeline_kind,
-                    overlap_grad_reduce=plan.overlap_grad_reduce, borrow=borrow,
+    return schedule(**common, ep=plan.data_parallel_ep, zero=plan.zero, interleave=plan.interleave, kind=plan.pipeline_kind,
+                    shard_group=plan.shard_group, borrow=borrow,
                     # main_grad += grad: read the 16-bit gradient and the main gradient, write the latter
                     grad_accumulation_bytes=0 if plan.grad_accumulation == "fused"
-                    else DTYPE_BYTES[dtype] + 2 * DTYPE_BYTES[plan.grad_reduce_dtype])
+                    else DTYPE_BYTES[traced_dtype(dtype)] + 2 * DTYPE_BYTES[plan.grad_reduce_dtype])
 
 
 def cost_plan(lowered: Graph, target: Target, plan: Plan, instruments: Iterable[Instrument] = (),
-              dtype: str = "bf16", verify: bool = True) -> Graph:
+              dtype: str = "bf16", verify: bool = True, software: Software | None = None) -> Graph:
     """A costed copy of a lowered graph (traced at ``plan.micro_batch``, see :func:`lower`); its
-    ``analyses["cost"]`` holds the :class:`~watos.ir.analyses.StepMetrics`. ``verify=False``: see
-    :class:`~watos.ir.pass_manager.PassManager`."""
-    return PassManager(cost_passes(target, plan, dtype), instruments, verify).run(lowered.clone())
+    ``analyses["cost"]`` holds the :class:`~watos.ir.analyses.StepMetrics`. ``software``: the resolved stack
+    (default: the plan's). ``verify=False``: see :class:`~watos.ir.pass_manager.PassManager`."""
+    return PassManager(cost_passes(target, plan, dtype, software), instruments, verify).run(lowered.clone())

@@ -7,6 +7,8 @@ from pydantic import Field, ValidationError
 
 from watos.errors import WatosError, describe_validation_error
 from watos.files import StrictModel, parse_yaml_mapping, read_file
+from watos.hardware.stack import Features, Software, load_stack
+from watos.hardware.target import Target
 from watos.ir import Graph
 from watos.ir.queries import dropless_experts, expert_params, routed_top_k
 from watos.network.placement import Placement
@@ -16,6 +18,19 @@ RECOMPUTE_POLICIES: tuple[RecomputePolicy, ...] = get_args(RecomputePolicy)
 """Recomputation policies (Korthikanti et al. 2022): keep every saved tensor; recompute the attention core;
 keep only each block's input and re-run its forward."""
 PipelineSchedule = Literal["1f1b", "gpipe", "interleaved"]
+TrainingDtype = Literal["bf16", "fp16", "fp8"]
+"""What a step trains in: 16-bit weights and activations, or ``fp8``: 16-bit (bf16) weights, activations,
+attention and norms with FP8 GEMMs (the stack's recipe)."""
+
+
+def traced_dtype(dtype: str) -> str:
+    """The dtype a model is traced in for a training dtype (FP8 runs keep bf16 tensors: only the GEMMs cast)."""
+    return "bf16" if dtype == "fp8" else dtype
+
+
+def software_of(plan: "Plan", target: Target) -> Software:
+    """The software a plan runs under on a target: its stack (or the target's) with the plan's features."""
+    return load_stack(plan.stack or target.stack_name).resolve(plan.features)
 
 
 class Borrow(StrictModel):
@@ -54,6 +69,14 @@ class Routing(StrictModel):
                 f"(skew {self.skew:g}, {dropping})")
 
 
+class StageLayers(StrictModel):
+    """Blocks on the first and the last pipeline stage; the others share the rest evenly (Megatron-Core's
+    ``num_layers_in_first_pipeline_stage`` / ``..._last_...``: room for the embedding and the head)."""
+
+    first: int = Field(ge=0)
+    last: int = Field(ge=0)
+
+
 class Plan(StrictModel):
     """Parallel degrees and schedule knobs (Megatron-LM vocabulary).
 
@@ -65,12 +88,19 @@ class Plan(StrictModel):
     (:mod:`watos.network.placement`; ``seed`` drives ``optimized``); ``borrow`` lists Sender/Helper checkpoint
     storage. ``ep`` splits each MoE layer's experts over that many of the ``dp`` ranks (expert
     parallelism; dense weights stay data parallel), routed under ``routing`` (:class:`Routing`).
+    ``shard_group``: ZeRO shards within groups of that many data-parallel ranks and replicates across
+    them (hybrid sharding, HSDP); None shards over all of them. ``stage_layers``: blocks on the first and
+    last pipeline stages when they differ from an even split (``{first: 3, last: 2}``).
+
+    ``stack`` names the software stack (:mod:`watos.hardware.stack`; None: the target's own) and
+    ``features`` what this run turns on or off in it (overlaps, FP8 recipe, compilation).
 
     Gradients are accumulated over micro-batches in a main-gradient buffer of ``grad_reduce_dtype``
     (default fp32: Megatron-LM's ``accumulate_allreduce_grads_in_fp32``, which bf16 training forces;
     Megatron's fp16 default keeps 16-bit gradients), inside the weight-gradient GEMM (``fused``,
     Megatron's gradient-accumulation fusion) or by an add after every backward (``unfused``, its local
-    DDP of 2021), and reduced after the backward, or overlapped with it when ``overlap_grad_reduce``.
+    DDP of 2021), and reduced after the backward, or overlapped with it when the stack does
+    (``features.overlap_grad_reduce``).
     """
 
     strategy: Literal["3d", "weight-streaming"] = "3d"
@@ -90,7 +120,10 @@ class Plan(StrictModel):
     placement: Placement = "row_major"
     borrow: tuple[Borrow, ...] = ()
     seed: int = 0
-    overlap_grad_reduce: bool = False
+    shard_group: int | None = Field(default=None, gt=0)
+    stage_layers: StageLayers | None = None
+    stack: str | None = None
+    features: Features = Features()
     grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     grad_accumulation: Literal["unfused", "fused"] = "fused"
 
@@ -106,6 +139,15 @@ class Plan(StrictModel):
     def pipeline_kind(self) -> PipelineSchedule:
         """The pipeline schedule run: interleaved 1F1B whenever stages hold several model chunks."""
         return "interleaved" if self.interleave > 1 else self.schedule
+
+    @property
+    def data_parallel_ep(self) -> int:
+        """The experts' split over the data-parallel ranks: ``ep``, or, when ``ep`` exceeds ``dp`` (Megatron-Core
+        folds the TP and CP ranks into expert parallelism, expert tensor parallelism 1), ``ep / (tp·cp)``:
+        every rank then holds 1/ep of the experts and computes 1/(tp·cp) of its tokens' expert work, which is
+        costed as each of tp·cp ranks computing a slice of each of ep/(tp·cp) ranks' experts — the same work,
+        weights and all-to-all bytes per rank."""
+        return self.ep if self.ep <= self.dp else self.ep // (self.tp * self.cp)
 
     @property
     def micro_batches(self) -> int:
@@ -134,8 +176,10 @@ def check_plan(plan: Plan, *, heads: int, kv_heads: int, layers: int, seq_len: i
                              f"stages below pp={plan.pp}")
     if plan.ep > 1 and not experts:
         raise WatosError(f"plan: ep={plan.ep} but the model has no experts")
-    if plan.dp % plan.ep or (experts and experts % plan.ep):
-        raise WatosError(f"plan: ep={plan.ep} must divide dp={plan.dp} and the {experts} experts per layer")
+    folded = plan.ep > plan.dp and not plan.ep % (plan.tp * plan.cp) and not plan.dp % (plan.ep // (plan.tp * plan.cp))
+    if (plan.dp % plan.ep and not folded) or (experts and experts % plan.ep):
+        raise WatosError(f"plan: ep={plan.ep} must divide dp={plan.dp} (or be dp's divisor times tp·cp = "
+                         f"{plan.tp * plan.cp}) and the {experts} experts per layer")
     if seq_len % plan.cp:
         raise WatosError(f"plan: cp={plan.cp} does not divide the sequence length {seq_len}")
     per_replica = plan.dp * plan.micro_batch
@@ -146,6 +190,17 @@ def check_plan(plan: Plan, *, heads: int, kv_heads: int, layers: int, seq_len: i
         raise WatosError(f"plan: interleave={plan.interleave} needs pipeline stages (pp > 1)")
     if plan.interleave > 1 and plan.micro_batches % plan.pp:
         raise WatosError(f"plan: interleaving needs micro-batches ({plan.micro_batches}) to be a multiple of pp ({plan.pp})")
+    if plan.shard_group and (plan.dp * plan.cp) % plan.shard_group:
+        raise WatosError(f"plan: shard_group={plan.shard_group} does not divide dp·cp = {plan.dp * plan.cp}")
+    if plan.stage_layers and plan.interleave > 1:
+        raise WatosError("plan: stage_layers needs one model chunk per stage (interleave = 1)")
+    if plan.stage_layers:
+        first, last = plan.stage_layers.first, plan.stage_layers.last
+        middle = layers - first - last
+        if plan.pp < 2 or middle < 0 or (plan.pp > 2 and (middle % (plan.pp - 2) or not middle)) \
+                or (plan.pp == 2 and middle):
+            raise WatosError(f"plan: stage_layers first={first}, last={last} do not split the {layers} blocks "
+                             f"over pp={plan.pp} stages (the middle stages share the rest evenly)")
 
 
 def routing_note(graph: Graph, routing: Routing) -> str | None:
@@ -163,12 +218,20 @@ def routing_note(graph: Graph, routing: Routing) -> str | None:
             "rank computes its experts' full buffers; tokens over capacity are dropped; no skew applied)")
 
 
-def parallel_groups(tp: int, cp: int, dp: int, pp: int, ep: int = 1) -> dict[str, list[list[int]]]:
+def parallel_groups(tp: int, cp: int, dp: int, pp: int, ep: int = 1,
+                    shard_group: int | None = None) -> dict[str, list[list[int]]]:
     """Device ranks of every TP, CP, DP and PP group in Megatron's order (rank = t + tp·(c + cp·(d + dp·p)):
-    TP fastest, then CP, DP, PP), and for ``ep`` > 1 the EP groups (DP ranks r·ep … r·ep + ep − 1) and the
-    expert-data-parallel groups across them."""
+    TP fastest, then CP, DP, PP); for ``ep`` > 1 the EP groups (DP ranks r·ep … r·ep + ep − 1) and the
+    expert-data-parallel groups across them; for a ``shard_group`` the ZeRO shard groups (``dps``: runs of
+    that many consecutive DP·CP ranks) and the replica groups across them (``dpr``)."""
     def rank(t: int, c: int, d: int, p: int) -> int:
         return t + tp * (c + cp * (d + dp * p))
+
+    hybrid = {}
+    if shard_group:
+        replicas = [[rank(t, c, d, p) for d in range(dp) for c in range(cp)] for p in range(pp) for t in range(tp)]
+        hybrid = {"dps": [g[i:i + shard_group] for g in replicas for i in range(0, len(g), shard_group)],
+                  "dpr": [g[i::shard_group] for g in replicas for i in range(shard_group)]}
 
     expert = {} if ep == 1 else {
         "ep": [[rank(t, c, r * ep + e, p) for e in range(ep)]
@@ -176,7 +239,7 @@ def parallel_groups(tp: int, cp: int, dp: int, pp: int, ep: int = 1) -> dict[str
         "edp": [[rank(t, c, r * ep + e, p) for r in range(dp // ep) for c in range(cp)]
                 for p in range(pp) for e in range(ep) for t in range(tp)],
     }
-    return {**expert,
+    return {**expert, **hybrid,
             "tp": [[rank(t, c, d, p) for t in range(tp)] for p in range(pp) for d in range(dp) for c in range(cp)],
             "cp": [[rank(t, c, d, p) for c in range(cp)] for p in range(pp) for d in range(dp) for t in range(tp)],
             "dp": [[rank(t, c, d, p) for d in range(dp) for c in range(cp)] for p in range(pp) for t in range(tp)],

@@ -10,9 +10,12 @@ NAME = "validate"
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(NAME, help="predict published training runs and report the error",
-                       description="Predict every case of a watos-validation-cases/1 file (choosing each knob "
-                                   "a case leaves null) and compare with the measured tokens/s per device.")
-    p.add_argument("cases", metavar="CASES.json")
+                       description="Predict every case of a validation file (choosing each knob a case leaves null, "
+                                   "under the software stack it ran) and compare with the measured tokens/s and "
+                                   "memory per device, overall, per framework and per hardware class.")
+    p.add_argument("cases", metavar="CASES.json", help="a watos-validation-cases/1 or /2 file")
+    p.add_argument("--leave-one-source-out", action="store_true",
+                   help="also recalibrate without each source in turn and predict it (the error on unseen runs)")
     p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
     return p
 
@@ -21,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import watos
     from watos.report.tables import print_validate
 
-    result = watos.validate(args.cases)
+    result = watos.validate(args.cases, leave_one_source_out=args.leave_one_source_out)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:

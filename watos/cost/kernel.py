@@ -1,31 +1,46 @@
-"""The roofline time of one kernel on one device.
+"""The time of one kernel on one device.
 
-A kernel takes ``max(FLOPs / (peak · e), bytes / (bandwidth · e_mem)) + launch``. A matmul's efficiency e
-depends on its per-device problem (``attrs["mnk"]``): it rises with the work and, sharply then saturating,
-with the smallest dimension of the weight operand, ``e = matmul_max · f/(f + f½) · d²/(d² + d½²) · q`` (a
-128-wide head dimension runs well below peak, a 1024-wide split barely; ``q`` is the tile quantization,
-:class:`watos.hardware.target.Efficiency`). A fused attention kernel has no weight operand: its efficiency
-rises with its work alone. Bytes come from SRAM when the op's working set fits there, else from DRAM.
+A kernel takes ``max(FLOPs / (peak · e), bytes / (bandwidth · e_mem)) + launches · host`` (roofline, plus
+the stack's host-side time per kernel launched). A matmul's efficiency e depends on its per-device problem
+(``attrs["mnk"]``): it rises with the work and, sharply then saturating, with the smallest dimension of the
+weight operand, ``e = matmul_max · f/(f + f½) · d²/(d² + d½²) · q`` (a 128-wide head dimension runs well
+below peak, a 1024-wide split barely; ``q`` is the tile quantization, :class:`watos.hardware.target.Efficiency`).
+A fused attention kernel has no weight operand: its efficiency rises with its work alone. Bytes come from
+SRAM when the op's working set fits there, else from DRAM.
+
+A thin problem is bandwidth bound, not slow: the shape efficiency never makes a kernel slower than moving
+its bytes at the memory bandwidth and then computing at the efficiency ceiling, one after the other
+(``bytes / (BW · e_mem) + FLOPs / (peak · matmul_max)``, the serial roofline) — a matrix-vector product (a
+gate of width 1, whose efficiency by shape alone would be ~10⁻⁶) runs at the speed of reading its matrix.
+
+FP8 (the training dtype ``fp8``): the GEMMs of linear layers (matmuls that read a weight, and their
+gradients) run at the FP8 peak and ``fp8_matmul_max``, after casting their 16-bit inputs (the recipe's
+``cast_bytes`` per input byte, one more kernel); attention, norms and everything else stay in 16 bits.
+
 Work and traffic are divided by ``attrs["shard"]`` (devices sharing the op); an expert matmul's work is
 multiplied by ``attrs["load"]`` (the busiest rank under the routing model).
 """
 from __future__ import annotations
 
+from watos.hardware.stack import Software
 from watos.hardware.target import Target
-from watos.ir import Graph, Op, OpKind
+from watos.ir import Graph, Op, OpKind, Phase
 
 
 class KernelModel:
-    """Roofline time of one kernel on one device of a target (the module docstring)."""
+    """Time of one kernel on one device of a target under a stack (the module docstring)."""
 
-    def __init__(self, target: Target, peak_flops: float) -> None:
+    def __init__(self, target: Target, dtype: str, software: Software) -> None:
         device = target.device
         self.e = device.efficiency
-        self.peak = peak_flops
+        self.peak = device.peak_tflops_for("bf16" if dtype == "fp8" else dtype) * 1e12
+        self.fp8 = software.fp8_cast_bytes if dtype == "fp8" else None
+        self.fp8_peak = device.peak_tflops_for("fp8") * 1e12
+        self.fp8_max = self.e.fp8_matmul_max or self.e.matmul_max
         self.dram = device.dram_bytes_per_s
         self.sram = device.sram_bandwidth_gb_per_s * 1e9 * self.e.memory
         self.sram_bytes = device.sram_capacity_mb * 1e6
-        self.launch = self.e.kernel_overhead_us * 1e-6
+        self.launch = software.kernel_overhead_s
 
     def op_time(self, graph: Graph, op: Op) -> float:
         """Seconds of ``op`` on one device (a fused op whose members run as kernels of their own: their sum)."""
@@ -34,18 +49,32 @@ class KernelModel:
             return sum(self._time(m, shard, self._matmul_efficiency(_member_mnk(graph, m, op, shard)))
                        for m in op.members)
         mnk = op.attrs.get("mnk")
+        if mnk and self.fp8 is not None and _linear(graph, op):
+            return self._fp8_time(graph, op, shard, mnk)
         return self._time(op, shard, self._matmul_efficiency(mnk) if mnk else self._attention_efficiency(op, shard))
 
-    def _time(self, op: Op, shard: int, efficiency: float) -> float:
+    def _time(self, op: Op, shard: int, efficiency: float, peak: float | None = None,
+              ceiling: float | None = None) -> float:
         launches = op.attrs.get("launches", 0 if op.kind in (OpKind.VIEW, OpKind.PARAM, OpKind.INPUT) else 1)
         io = op.attrs.get("io_bytes", op.bytes_read + op.bytes_written) / shard
         if not launches and not io:
             return 0.0
         in_sram = self.sram and (io <= self.sram_bytes or not self.dram)
         memory = io / (self.sram if in_sram else self.dram) if io else 0.0
-        compute = op.flops * op.attrs.get("load", 1.0) / shard / (self.peak * efficiency) if op.flops and op.kind in (
-            OpKind.MATMUL, OpKind.ATTENTION) else 0.0
+        compute = 0.0
+        if op.flops and op.kind in (OpKind.MATMUL, OpKind.ATTENTION):
+            work = op.flops * op.attrs.get("load", 1.0) / shard
+            peak = peak or self.peak
+            # no slower than the serial roofline: its bytes, then its work at the ceiling
+            compute = min(work / (peak * efficiency), memory + work / (peak * (ceiling or self.e.matmul_max)))
         return max(compute, memory) + launches * self.launch
+
+    def _fp8_time(self, graph: Graph, op: Op, shard: int, mnk: list[int]) -> float:
+        """An FP8 GEMM: the cast of its 16-bit inputs (one kernel), then the GEMM at the FP8 peak."""
+        inputs = sum(graph.type_of(v).nbytes for v in op.inputs if graph.type_of(v).dtype in ("bf16", "fp16"))
+        cast = self.fp8 * inputs / shard / self.dram + self.launch
+        efficiency = self._matmul_efficiency(mnk) * self.fp8_max / self.e.matmul_max
+        return cast + self._time(op, shard, efficiency, self.fp8_peak, self.fp8_max)
 
     def _matmul_efficiency(self, mnk: list[int] | None) -> float:
         if not mnk:
@@ -64,6 +93,12 @@ class KernelModel:
         flops = op.flops / shard
         half_flops = self.e.matmul_half_gflop * 1e9
         return self.e.matmul_max * flops / (flops + half_flops) if flops else self.e.matmul_max
+
+
+def _linear(graph: Graph, op: Op) -> bool:
+    """A linear layer's GEMM: a matmul that reads a weight, or the gradient of one (what FP8 recipes cast)."""
+    forward = graph.get(op.grad_of) if op.phase is Phase.BACKWARD else op
+    return forward is not None and forward.kind is OpKind.MATMUL and bool(forward.params)
 
 
 def _member_mnk(graph: Graph, member: Op, parent: Op, shard: int) -> list[int] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from watos.hardware.stack import Software
 from watos.ir import Graph, OpKind, Phase
 from watos.ir.analyses import RecomputePlan, StageMemory
 from watos.ir.queries import param_segment
@@ -47,23 +48,27 @@ def parameter_sizes(graph: Graph, tp: int, ep: int = 1) -> ParameterSizes:
                 experts[where] = experts.get(where, 0.0) + numel
             params[where] = params.get(where, 0.0) + numel
     workspace = max((op.outputs[0].nbytes / op.attrs.get("shard", 1) for op in graph.ops
-                     if op.phase is Phase.FORWARD and op.kind not in (OpKind.PARAM, OpKind.INPUT)), default=0)
+                     if op.phase is Phase.FORWARD and op.kind not in (OpKind.PARAM, OpKind.INPUT, OpKind.VIEW)
+                     and not op.attrs.get("fused_away")), default=0)
     return ParameterSizes(params, experts, workspace)
 
 
 def activation_bytes(recompute: RecomputePlan, segments: list[tuple[str, int]], policy: str, flight: float) -> float:
-    """Activation bytes of a stage running ``segments`` under ``policy`` with ``flight`` micro-batches in flight."""
+    """Activation bytes of a stage running ``segments`` under ``policy`` with ``flight`` micro-batches in flight,
+    and the block its backward is re-running: while it does, that block holds what the policy dropped."""
     kept = recompute.block_bytes[policy]
     per_microbatch = sum(kept.get(w, 0) * n for w, n in segments)
     per_microbatch += sum(recompute.segment_bytes(w) for w, _ in segments if w in ("pre", "post"))
-    return per_microbatch * flight
+    rerun = max((recompute.block_bytes["none"].get(w, 0) - kept.get(w, 0) for w, _ in segments), default=0)
+    return per_microbatch * flight + rerun
 
 
 def stage_memory(sizes: ParameterSizes, segments: list[tuple[str, int]], activations: float, *, zero: int,
-                 dp: int, cp: int, ep: int) -> StageMemory:
-    """Bytes per device of a stage running ``segments`` (the module docstring)."""
+                 shards: int, ep: int, software: Software) -> StageMemory:
+    """Bytes per device of a stage running ``segments`` (the module docstring); ZeRO shards over ``shards``
+    data-parallel ranks (dp·cp, or the hybrid-sharding group); the stack's memory on top (:func:`framework_bytes`)."""
     params = sum(sizes.params.get(where, 0.0) * n for where, n in segments)  # this die's share, EP applied
-    sharded = (params + (ep - 1) * sum(sizes.experts.get(where, 0.0) * n for where, n in segments)) / (dp * cp)
+    sharded = (params + (ep - 1) * sum(sizes.experts.get(where, 0.0) * n for where, n in segments)) / shards
 
     def per_die(zero_level: int) -> float:
         return sharded if zero >= zero_level else params
@@ -71,10 +76,23 @@ def stage_memory(sizes: ParameterSizes, segments: list[tuple[str, int]], activat
     weights, grads, states = 2 * per_die(3), 2 * per_die(2), ADAM_STATE_BYTES * per_die(1)
     gathered = 2 * 2 * max(sizes.params.get(where, 0.0) for where, _ in segments) if zero >= 3 else 0.0
     workspace = sizes.workspace + gathered
-    total = weights + grads + states + activations + workspace
+    live = weights + grads + states + activations + workspace
+    framework = framework_bytes(live, software)
     return {"weights_bytes": weights, "gradients_bytes": grads, "optimizer_bytes": states,
-            "activations_bytes": activations, "workspace_bytes": workspace, "total_bytes": total,
-            "parameters": params}
+            "activations_bytes": activations, "workspace_bytes": workspace, "framework_bytes": framework,
+            "total_bytes": live + framework, "parameters": params}
+
+
+def framework_bytes(live: float, software: Software) -> float:
+    """What the stack holds beyond ``live`` bytes of tensors: its fixed reserve (context, communication
+    buffers, workspaces) and the caching allocator's slack over the live peak."""
+    return software.reserved_bytes + software.allocator_slack * live
+
+
+def with_activations(memory: StageMemory, activations: float, software: Software) -> float:
+    """A stage's total bytes with ``activations`` in place of its own (another recompute policy)."""
+    live = memory["total_bytes"] - memory["framework_bytes"] - memory["activations_bytes"] + activations
+    return live + framework_bytes(live, software)
 
 
 def model_state_bytes(parameters: float, expert_parameters: float, *, tp: int, pp: int, dp: int, zero: int,

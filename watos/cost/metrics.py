@@ -14,18 +14,20 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from watos.hardware.stack import Software
 from watos.hardware.target import Target
 from watos.ir import Graph
 from watos.ir.analyses import DeviceTimes, StageMetrics, StepMetrics
 from watos.ir.pass_manager import PassConfig
 from watos.ir.queries import model_flops
 
-BREAKDOWN = ("compute", "bubble", "recompute", "tp_comm", "ep_comm", "zero_comm", "pp_comm", "dp_exposed",
-             "optimizer", "weight_streaming")
+BREAKDOWN = ("compute", "bubble", "recompute", "tp_comm", "ep_comm", "zero_comm", "pp_comm", "contention",
+             "dp_exposed", "optimizer", "step_overhead", "weight_streaming")
 """Where a step's time goes (seconds): compute on the critical stage, pipeline bubble, recomputation, exposed
 TP/EP communication, ZeRO 2/3's per-micro-batch collectives beyond the compute that hides them, pipeline
-sends, the gradient reduction left after the backward, the optimizer, and weights streamed in beyond the
-compute that hides them (weight streaming)."""
+sends, the slowdown of compute that hides communication, the data-parallel reduction and gather left
+exposed, the optimizer, the stack's fixed time per step, and weights streamed in beyond the compute that
+hides them (weight streaming)."""
 
 
 class StepOptions(PassConfig):
@@ -40,6 +42,7 @@ class StepOptions(PassConfig):
     micro_batches: int = Field(1, description="micro-batches per pipeline per step (m)")
     sequences_per_step: int = Field(1, description="sequences per optimizer step (global batch)")
     dtype: str = Field("bf16", description="the training dtype (selects the device's peak)")
+    software: Software = Field(description="the stack the plan runs under, resolved (overlap, memory, overheads)")
 
 
 def step_metrics(graph: Graph, target: Target, *, dtype: str, devices: int, sequences: int, step_time_s: float,

@@ -87,12 +87,12 @@ def evolve_generation(space: dict[str, list], scored: list[tuple[dict, float]], 
 
 
 @functools.lru_cache(maxsize=8)
-def _problem(model: str, seq: int, dtype: str, fusion: str) -> Problem:
-    """A model's problem, traced for a fusion level (cached per process, so every point reuses its
-    traces and lowerings; the target is replaced per point)."""
+def _problem(model: str, seq: int, dtype: str, stack: str) -> Problem:
+    """A model's problem under a stack (cached per process, so every point reuses its traces and lowerings;
+    the target is replaced per point)."""
     from watos.hardware.target import load_target
 
-    return make_problem(model, load_target("watos-config3").model_copy(update={"fusion": fusion}), seq=seq,
+    return make_problem(model, load_target("watos-config3").model_copy(update={"stack": stack}), seq=seq,
                         dtype=dtype)
 
 
@@ -107,8 +107,8 @@ def quick_search(problem: Problem) -> tuple[Plan, dict] | None:
         zero = 0 if dp == 1 else (1 if problem.model_state_bytes(tp, pp, dp, 1, ep) <= problem.capacity else 3)
         if problem.model_state_bytes(tp, pp, dp, zero, ep) > problem.capacity:
             continue
-        plan = Plan(tp=tp, pp=pp, dp=dp, ep=ep, routing=problem.routing, zero=zero, micro_batch=1,
-                    global_batch=problem.global_batch, sequence_parallel=tp > 1, placement="compact")
+        plan = problem.plan(tp=tp, pp=pp, dp=dp, ep=ep, zero=zero, micro_batch=1, sequence_parallel=tp > 1,
+                            placement="compact")
         if plan_error(problem, plan):
             continue
         cost = try_evaluate(problem, plan)
@@ -137,7 +137,7 @@ def evaluate_point(task: dict) -> dict:
     results, speeds, efficiencies = {}, [], []
     energy = template.model_copy(update=point).energy
     for model in task["models"]:
-        problem = dataclasses.replace(_problem(model, task["seq"], task["dtype"], target.fusion), target=target,
+        problem = dataclasses.replace(_problem(model, task["seq"], task["dtype"], target.stack_name), target=target,
                                       devices=derived["dies"], global_batch=task["batch_per_die"] * derived["dies"],
                                       micro_batch_sizes=(1,), interleaves=(1,))
         found = quick_search(problem)

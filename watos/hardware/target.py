@@ -9,7 +9,9 @@ second), ``_us`` / ``_ns`` (micro-/nanoseconds). A target is either
   I/O at the edges; several wafers may be joined by wafer-to-wafer links.
 
 Efficiency parameters (``efficiency:``) are calibrated once per target on the public validation set and
-say so in the file; they are never fitted per case.
+say so in the file; they are never fitted per case. What the software adds (kernels, overlap, per-kernel
+host overhead, framework memory) is the target's default ``stack`` (:mod:`watos.hardware.stack`), which a
+plan may replace.
 """
 from __future__ import annotations
 
@@ -34,17 +36,18 @@ class Efficiency(StrictModel):
     matmul efficiency of an op with ``f`` FLOPs whose right operand's smaller dimension is ``d``:
     ``matmul_max · f/(f + matmul_half_gflop·10⁹) · d²/(d² + matmul_half_dim²) · q``, where ``q`` is the tile
     quantization of the right operand's two dimensions (``x / (⌈x / matmul_tile⌉ · matmul_tile)`` each: a
-    kernel's tiles run whole, so a 96-wide operand in 128-wide tiles wastes a quarter);
-    memory-bound ops reach ``memory`` of the DRAM (or SRAM) bandwidth; every kernel costs at least
-    ``kernel_overhead_us``; collectives reach ``network`` of the link bandwidth.
+    kernel's tiles run whole, so a 96-wide operand in 128-wide tiles wastes a quarter); FP8 GEMMs reach
+    ``fp8_matmul_max`` of the FP8 peak instead (default: ``matmul_max``); memory-bound ops reach ``memory``
+    of the DRAM (or SRAM) bandwidth; collectives reach ``network`` of the link bandwidth. The time a kernel
+    costs the host (dispatch, launch) is the stack's.
     """
 
     matmul_max: Fraction
     matmul_half_gflop: NonNegative
     matmul_half_dim: NonNegative
     matmul_tile: int = Field(default=1, gt=0)
+    fp8_matmul_max: Fraction | None = None
     memory: Fraction
-    kernel_overhead_us: NonNegative
     network: Fraction
 
 
@@ -133,7 +136,13 @@ class Target(StrictModel):
     topology: Switched | Mesh2D = Field(discriminator="kind")
     systems: SystemLink | None = None
     weight_streaming: WeightStreaming | None = None
-    fusion: Literal["none", "basic", "flash"] = "basic"
+    stack: str | None = Field(None, description="the software stack a plan runs under unless it names its own "
+                                                "(default: watos-wafer on a mesh, megatron-core on a switched target)")
+
+    @property
+    def stack_name(self) -> str:
+        """The stack a plan runs under unless it names its own (see ``stack``)."""
+        return self.stack or ("watos-wafer" if isinstance(self.topology, Mesh2D) else "megatron-core")
 
     @property
     def devices_per_system(self) -> int | None:

@@ -72,7 +72,7 @@ class Template(StrictModel):
     defect_density_per_cm2: float = Field(default=0.0, ge=0)
     core_area_mm2: float = Field(default=0.0, ge=0, description="one compute core (0: no core redundancy)")
     spare_cores_per_die: int = Field(default=0, ge=0, description="cores held back to map out defects")
-    fusion: str = "flash"
+    stack: str = "watos-wafer"
     efficiency: dict[str, Any]
 
     @property
@@ -166,7 +166,7 @@ def instantiate(template: Template, point: dict[str, Any]) -> Target:
         "name": f"{t.name}[{fields}]" if point else t.name,
         "description": f"{t.name} at {fields or 'its defaults'}: {d['dies']} dies, {d['peak_tflops']:.0f} TFLOPS, "
                        f"{d['dram_gb']:g} GB per die",
-        "fusion": t.fusion,
+        "stack": t.stack,
         "device": {"name": f"{t.name}-die", "peak_tflops": {"bf16": d["peak_tflops"], "fp16": d["peak_tflops"]},
                    "sram_capacity_mb": d["sram_mb"], "sram_bandwidth_gb_per_s": t.sram_bandwidth_gb_per_s,
                    "dram_capacity_gb": d["dram_gb"], "dram_bandwidth_gb_per_s": d["dram_gb_per_s"],

@@ -170,7 +170,8 @@ class PlacementMap:
 @dataclass(frozen=True)
 class DeviceTimes:
     """Totals per place (a block group representative, ``pre`` or ``post``) and bucket: seconds of ``fwd``,
-    ``bwd``, ``optimizer``, ``<group>_comm_fwd|bwd``, ``step_comm`` and ``recompute:<policy>``; FLOPs
+    ``bwd``, ``optimizer``, ``<group>_comm_fwd|bwd``, ``step_grad_comm``, ``step_param_comm`` and
+    ``recompute:<policy>``; FLOPs
     (``flops``, ``device_flops``, ``recompute_flops:<policy>``, ``recompute_device_flops:<policy>``); and
     traffic (``dram_bytes``, ``network_bytes``, and their ``step_`` once-per-step parts)."""
 
@@ -193,6 +194,7 @@ class StageMemory(TypedDict, total=False):
     optimizer_bytes: float
     activations_bytes: float
     workspace_bytes: float
+    framework_bytes: float
     parameters: float
     borrowed_out_bytes: float
     borrowed_in_bytes: float

@@ -87,20 +87,37 @@ def print_compile(result: dict[str, Any]) -> None:
 
 
 def print_validate(result: dict[str, Any], path: str) -> None:
-    """``watos validate``: predicted against measured throughput and memory, case by case, and the errors."""
+    """``watos validate``: predicted against measured throughput and memory, case by case; the errors overall,
+    per framework and per hardware class; the plan orders per source; leave-one-source-out."""
     table = _with_columns(Table(title=f"watos validate {path}  (tokens/s per device; peak memory GiB per device)"),
-                          ("case", "predicted", "measured", "error", "memory predicted", "memory measured", "chosen"),
-                          ("case", "chosen"))
+                          ("case", "framework", "predicted", "measured", "error", "memory predicted", "memory measured",
+                           "chosen"), ("case", "framework", "chosen"))
     for case in result["cases"]:
-        chosen = " ".join(f"{k}={v}" for k, v in case["chosen"].items())
         measured_memory = case["measured_peak_memory_gib_per_device"]
-        table.add_row(case["id"], f"{case['predicted_tokens_per_s_per_device']:,.2f}",
+        if case["status"] == "target not available":
+            table.add_row(case["id"], case["framework"], "target not available", f"{case['measured_tokens_per_s_per_device']:,.2f}",
+                          *[""] * 4)
+            continue
+        chosen = " ".join(f"{k}={v}" for k, v in case.get("chosen", {}).items()) or case["status"]
+        table.add_row(case["id"], case["framework"], f"{case['predicted_tokens_per_s_per_device']:,.2f}",
                       f"{case['measured_tokens_per_s_per_device']:,.2f}", f"{case['error']:+.1%}",
                       f"{case['predicted_peak_memory_gib_per_device']:.1f}",
                       "-" if measured_memory is None else f"{measured_memory:.1f}", chosen)
     console = _console(220)
     console.print(table)
-    console.print(f"mean absolute error {result['mean_abs_error']:.2%}, max {result['max_abs_error']:.2%}")
+    console.print(f"{result['predicted']} cases predicted ({result['misses']} predicted not to fit), "
+                  f"{result['not_available']} without a target: mean absolute error {result['mean_abs_error']:.2%}, "
+                  f"max {result['max_abs_error']:.2%}")
+    for title, key in (("framework", "by_framework"), ("hardware", "by_hardware")):
+        console.print(f"by {title}: " + ", ".join(f"{name} {s['mean_abs_error']:.1%} (max {s['max_abs_error']:.1%}, "
+                                                   f"{s['cases']})" for name, s in result[key].items()))
+    for r in result["rankings"]:
+        console.print(f"order {'agrees' if r['agrees'] else 'DIFFERS'}: {r['source']} {r['model']} on {r['target']}: "
+                      f"measured {' > '.join(r['measured_order'])}; predicted {' > '.join(r['predicted_order'])}")
+    if "leave_one_source_out" in result:
+        held = result["leave_one_source_out"]
+        console.print(f"leave-one-source-out: mean absolute error {held['mean_abs_error']:.2%}, "
+                      f"max {held['max_abs_error']:.2%} over {held['cases']} cases")
 
 
 def print_search(result: dict[str, Any]) -> None:

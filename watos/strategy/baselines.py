@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 
 from watos.hardware.target import Mesh2D, Target, WeightStreaming, load_target
-from watos.plan import Plan
 from watos.strategy.problem import Problem, evaluate
 from watos.strategy.result import Outcome, plan_summary
 from watos.strategy.space import expert_degrees
@@ -40,9 +39,8 @@ def megatron(problem: Problem) -> Outcome | None:
         for recompute in ("none", "selective", "full"):
             fitting = []
             for mb in problem.micro_batch_sizes:
-                plan = Plan(tp=tp, pp=pp, dp=dp, ep=max(expert_degrees(problem, dp)), routing=problem.routing,
-                            zero=1 if dp > 1 else 0, micro_batch=mb,
-                            global_batch=problem.global_batch, recompute=recompute, sequence_parallel=tp > 1)
+                plan = problem.plan(tp=tp, pp=pp, dp=dp, ep=max(expert_degrees(problem, dp)), zero=1 if dp > 1 else 0,
+                                    micro_batch=mb, recompute=recompute, sequence_parallel=tp > 1)
                 if problem.global_batch % (dp * mb):
                     continue
                 cost = evaluate(problem, plan)
@@ -65,8 +63,7 @@ def cerebras_ws(problem: Problem) -> Outcome | None:
     best = None
     for mb, recompute in itertools.product(sorted({m for m in (*problem.micro_batch_sizes, per_die) if m and per_die % m == 0}),
                                            ("none", "selective", "full")):
-        plan = Plan(strategy="weight-streaming", dp=problem.devices, micro_batch=mb,
-                    global_batch=problem.global_batch, recompute=recompute)
+        plan = problem.plan(strategy="weight-streaming", dp=problem.devices, micro_batch=mb, recompute=recompute)
         if problem.global_batch % problem.devices:
             break
         cost = evaluate(wafer, plan)

@@ -11,6 +11,7 @@ from typing import Any
 from watos.cost.memory import model_state_bytes
 from watos.errors import WatosError
 from watos.frontend.sources import ModelSource, load_model
+from watos.hardware.stack import Features, Software, load_stack
 from watos.hardware.target import Mesh2D, Target
 from watos.ir import Graph
 from watos.ir.analyses import StepMetrics
@@ -24,9 +25,10 @@ INTERLEAVES = (1, 2)
 
 @dataclass(frozen=True)
 class Problem:
-    """A traced model (per micro-batch size), the target, its devices and the global batch, and the choices
-    a search may make: micro-batch sizes, interleaving degrees, recompute policies, the MoE routing model
-    every plan is costed under."""
+    """A traced model (per micro-batch size), the target, its devices and the global batch, the software
+    stack (None: the target's) and the features every plan runs with, and the choices a search may make:
+    micro-batch sizes, interleaving degrees, recompute policies, the MoE routing model every plan is
+    costed under."""
 
     traced: Callable[[int], Graph]  # micro-batch size → traced graph (cached by the caller)
     target: Target
@@ -37,10 +39,23 @@ class Problem:
     interleaves: tuple[int, ...] = INTERLEAVES  # model chunks per stage
     recompute_policies: tuple[str, ...] = RECOMPUTE_POLICIES  # those GCMR may choose
     routing: Routing = Routing()
+    stack: str | None = None
+    features: Features = Features()
+
+    @property
+    def software(self) -> Software:
+        """The stack every plan of this problem runs under, resolved."""
+        return load_stack(self.stack or self.target.stack_name).resolve(self.features)
+
+    def plan(self, **fields) -> Plan:
+        """A plan of this problem: its global batch, routing model, stack and features, and ``fields``."""
+        return Plan(global_batch=self.global_batch, routing=self.routing, stack=self.stack, features=self.features,
+                    **fields)
 
     def lowered(self, micro_batch: int) -> Graph:
-        """The traced graph at ``micro_batch`` lowered for the target's fusion (cached)."""
-        return _lowered(self.traced, micro_batch, self.target.fusion)
+        """The traced graph at ``micro_batch`` lowered for the stack's fusion (cached)."""
+        software = self.software
+        return _lowered(self.traced, micro_batch, software.fusion, software.fused_loss)
 
     def on(self, target: Target, devices: int | None = None) -> Problem:
         """The same model and batch on another target."""
@@ -70,26 +85,29 @@ class Problem:
 
 
 @functools.lru_cache(maxsize=32)
-def _lowered(traced: Callable[[int], Graph], micro_batch: int, fusion: str) -> Graph:
-    return lower(traced(micro_batch), fusion)
+def _lowered(traced: Callable[[int], Graph], micro_batch: int, fusion: str, fused_loss: bool) -> Graph:
+    return lower(traced(micro_batch), fusion, fused_loss=fused_loss)
 
 
 def make_problem(source: Any, target: Target, *, seq: int, global_batch: int | None = None,
-                 dtype: str = "bf16", devices: int | None = None, routing: Routing | None = None) -> Problem:
+                 dtype: str = "bf16", devices: int | None = None, routing: Routing | None = None,
+                 stack: str | None = None, features: Features | None = None) -> Problem:
     """A problem for a model source (anything :func:`watos.load_model` takes) on all of a target's devices
-    (a mesh's dies; ``devices`` for a switched target). Default batch: 16 sequences per device."""
+    (a mesh's dies; ``devices`` for a switched target) under a stack (default: the target's). Default batch:
+    16 sequences per device."""
     if devices is None:
         if not isinstance(target.topology, Mesh2D):
             raise WatosError(f"target {target.name} is a cluster of GPU nodes: give the number of GPUs (--devices N)")
         devices = target.dies
     source = load_model(source) if not isinstance(source, ModelSource) else source
-    attention = attention_for(target.fusion)
+    attention = attention_for(load_stack(stack or target.stack_name).resolve(features).fusion)
 
     @functools.cache
     def traced(micro_batch: int) -> Graph:
         return trace(source, seq_len=seq, micro_batch=micro_batch, dtype=dtype, attention=attention)
 
-    return Problem(traced, target, devices, global_batch or 16 * devices, dtype, routing=routing or Routing())
+    return Problem(traced, target, devices, global_batch or 16 * devices, dtype, routing=routing or Routing(),
+                   stack=stack, features=features or Features())
 
 
 _CHECKED = "costing_checked"  # a lowered graph the costing pipeline has run on with every check

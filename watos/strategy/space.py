@@ -43,8 +43,8 @@ def candidate_plans(problem: Problem, tp: int, pp: int, dp: int, placement: str)
         zeros = [0] if dp == 1 else [1] + ([3] if zero1 > problem.capacity else [])
         for zero, mb, sp, v in itertools.product(zeros, problem.micro_batch_sizes,
                                                  (False, True) if tp > 1 else (False,), problem.interleaves):
-            plan = Plan(tp=tp, pp=pp, dp=dp, ep=ep, routing=problem.routing, zero=zero, micro_batch=mb,
-                        global_batch=problem.global_batch, sequence_parallel=sp, interleave=v, placement=placement)
+            plan = problem.plan(tp=tp, pp=pp, dp=dp, ep=ep, zero=zero, micro_batch=mb, sequence_parallel=sp,
+                                interleave=v, placement=placement)
             if plan_error(problem, plan) is None:
                 yield plan
 

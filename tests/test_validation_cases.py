@@ -24,7 +24,8 @@ def test_validate_json_format_and_chosen_knobs(tmp_path, capsys):
     path = subset(tmp_path, {"korthikanti2022-table5-22B-full", "narayanan2021-table1-7.5B"})
     assert main(["validate", path, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"cases", "mean_abs_error", "max_abs_error"}
+    assert {"cases", "mean_abs_error", "max_abs_error", "by_framework", "by_hardware", "memory", "rankings",
+            "predicted", "not_available", "misses"} == set(result)
     for case in result["cases"]:
         assert {"id", "predicted_tokens_per_s_per_device", "measured_tokens_per_s_per_device", "error",
                 "chosen"} <= set(case)
@@ -48,7 +49,7 @@ def test_public_set_accuracy(full_size, capsys):
 
 @pytest.mark.parametrize("text,needle", [
     ("{", "malformed JSON"),
-    ('{"format": "other", "cases": []}', "not a watos-validation-cases/1 file"),
+    ('{"format": "other", "cases": []}', "not a watos-validation-cases/1 or watos-validation-cases/2 file"),
     ('{"format": "watos-validation-cases/1", "cases": []}', "no cases"),
     ('{"format": "watos-validation-cases/1", "cases": [{"id": "x"}]}', "case x: model"),
 ])
