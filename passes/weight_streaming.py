@@ -11,7 +11,9 @@ and the ops before and after the blocks max(fwd + bwd, 3W/B). A micro-batch runs
 is the micro-batches one after another. The devices are data parallel (weights broadcast, gradients reduced
 by the interconnect at the same bandwidth); the optimizer runs off-device, overlapped. A device holds its
 micro-batch's activations under the recompute policy and two blocks of streamed weights (the block that
-runs and the next). Network traffic counts every device receiving the weights twice and sending the
+runs and the next); checkpoints that do not fit beside them are held off the device (the appliance's
+memory beside the weight stream; not charged: the published runs fit no other reading). The stream reaches
+``efficiency.streaming`` of its bandwidth. Network traffic counts every device receiving the weights twice and sending the
 gradients once per micro-batch.
 
 Writes ``analyses["cost"]`` (:class:`~watos.ir.analyses.StepMetrics`, :func:`watos.cost.metrics.step_metrics`).
@@ -43,15 +45,25 @@ class WeightStreaming(Pass):
         times = graph.analyses["device_cost"]
         recompute = graph.analyses["recompute"]
         policy = recompute.policy[0]
-        bandwidth = streaming.bandwidth_gb_per_s * 1e9
+        bandwidth = streaming.bandwidth_gb_per_s * 1e9 * c.target.device.efficiency.streaming
         weights = {where: numel * DTYPE_BYTES[graph.model.dtype]
                    for where, numel in parameter_sizes(graph, c.tp).params.items()}
         # Every block on one device, in turn.
         segments = [(str(g.representative), g.count) for g in graph.block_groups] + [("pre", 1), ("post", 1)]
         buffers = 2 * max(weights.values(), default=0.0)
+        capacity = c.target.device.memory_capacity_bytes
+
+        def placed(rule: str) -> tuple[float, float]:
+            """(activation bytes on the device, share of the checkpoints held off it) under a recompute rule: the
+            block being re-run and the streamed weights stay, the checkpoints that do not fit beside them go."""
+            working = activation_bytes(recompute, segments, rule, 0)  # the block the backward re-runs
+            checkpoints = activation_bytes(recompute, segments, rule, 1) - working
+            room = max(0.0, (capacity - c.software.reserved_bytes) / (1 + c.software.allocator_slack) - buffers - working)
+            kept = min(checkpoints, room)
+            return working + kept, (checkpoints - kept) / checkpoints if checkpoints else 0.0
 
         def memory(rule: str) -> float:
-            live = activation_bytes(recompute, segments, rule, 1) + buffers
+            live = placed(rule)[0] + buffers
             return live + framework_bytes(live, c.software)
 
         options = {rule: _streamed(graph, times, weights, bandwidth, rule) for rule in RECOMPUTE_POLICIES}
@@ -59,7 +71,7 @@ class WeightStreaming(Pass):
         step = c.micro_batches * per_microbatch + c.software.step_overhead_s
         devices = c.tp * c.pp * c.dp * c.cp
         per_stage_runs = c.micro_batches * c.tp * c.dp * c.cp
-        activations = activation_bytes(recompute, segments, policy, 1)
+        activations = placed(policy)[0]
         streamed = c.micro_batches * devices * 3 * sum(weights.get(w, 0.0) * n for w, n in segments)
         stages = [{"stage": 0, "recompute": policy, "time_per_microbatch_s": per_microbatch, "forward_s": forward,
                    "borrow_transfer_s": 0.0, "compute_per_microbatch_s": compute + recompute_s,

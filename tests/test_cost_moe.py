@@ -5,8 +5,8 @@ import pytest
 from conftest import FAMILIES
 
 import watos
-from watos.plan import software_of
 from watos.ir import OpKind, Phase
+from watos.plan import software_of
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,8 @@ def cost_passes(target: Target, plan: Plan, dtype: str = "bf16", software: Softw
         plan = plan.model_copy(update={"zero": 1})
     builtin = [
         shard(**parallel, pp=plan.pp, dp=plan.dp, zero=plan.zero, sequence_parallel=plan.sequence_parallel,
-              grad_reduce_bytes=DTYPE_BYTES[plan.grad_reduce_dtype], ep=plan.data_parallel_ep, load=plan.routing.load,
+              grad_reduce_bytes=DTYPE_BYTES[plan.grad_reduce_dtype or software.grad_reduce_dtype],
+              ep=plan.data_parallel_ep, load=plan.routing.load,
               shard_group=plan.shard_group),
         pipeline(**parallel, pp=plan.pp, interleave=plan.interleave, sequence_parallel=plan.sequence_parallel,
                  stage_layers=layers),
@@ -108,7 +109,7 @@ def _schedule(schedule: type[Pass], target: Target, plan: Plan, dtype: str, soft
                     shard_group=plan.shard_group, borrow=borrow,
                     # main_grad += grad: read the 16-bit gradient and the main gradient, write the latter
                     grad_accumulation_bytes=0 if plan.grad_accumulation == "fused"
-                    else DTYPE_BYTES[traced_dtype(dtype)] + 2 * DTYPE_BYTES[plan.grad_reduce_dtype])
+                    else DTYPE_BYTES[traced_dtype(dtype)] + 2 * DTYPE_BYTES[plan.grad_reduce_dtype or software.grad_reduce_dtype])
 
 
 def cost_plan(lowered: Graph, target: Target, plan: Plan, instruments: Iterable[Instrument] = (),

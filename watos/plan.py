@@ -96,8 +96,8 @@ class Plan(StrictModel):
     ``features`` what this run turns on or off in it (overlaps, FP8 recipe, compilation).
 
     Gradients are accumulated over micro-batches in a main-gradient buffer of ``grad_reduce_dtype``
-    (default fp32: Megatron-LM's ``accumulate_allreduce_grads_in_fp32``, which bf16 training forces;
-    Megatron's fp16 default keeps 16-bit gradients), inside the weight-gradient GEMM (``fused``,
+    (None: the stack's — fp32 for Megatron-LM's ``accumulate_allreduce_grads_in_fp32``, which bf16 training
+    forces; bf16 for FSDP's all-bf16 mixed-precision policies), inside the weight-gradient GEMM (``fused``,
     Megatron's gradient-accumulation fusion) or by an add after every backward (``unfused``, its local
     DDP of 2021), and reduced after the backward, or overlapped with it when the stack does
     (``features.overlap_grad_reduce``).
@@ -124,7 +124,7 @@ class Plan(StrictModel):
     stage_layers: StageLayers | None = None
     stack: str | None = None
     features: Features = Features()
-    grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] | None = None
     grad_accumulation: Literal["unfused", "fused"] = "fused"
 
     @property

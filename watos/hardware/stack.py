@@ -107,6 +107,8 @@ class Stack(StrictModel):
     overlap: Overlap = Overlap()
     overheads: Overheads
     memory: Memory = Memory()
+    grad_reduce_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="the dtype gradients are accumulated and reduced in unless a plan says")
 
     def resolve(self, features: "Features | None" = None) -> "Software":
         """The concrete settings of a run of this stack with ``features`` (None: the stack's defaults)."""
@@ -134,7 +136,7 @@ class Stack(StrictModel):
             fsdp_prefetch=self.overlap.fsdp_prefetch, fsdp_reshard_with_pp=self.overlap.fsdp_reshard_with_pp,
             contention=self.overlap.contention,
             fp8_cast_bytes=self.kernels.fp8[recipe].cast_bytes if recipe else None,
-            reserved_bytes=self.memory.reserved_gb * 1e9,
+            reserved_bytes=self.memory.reserved_gb * 1e9, grad_reduce_dtype=self.grad_reduce_dtype,
             allocator_slack=self.memory.allocator_slack)
 
 
@@ -171,6 +173,7 @@ class Software(StrictModel):
     fp8_cast_bytes: float | None
     reserved_bytes: float
     allocator_slack: float
+    grad_reduce_dtype: str
 
 
 @cache
@@ -189,6 +192,14 @@ def load_stack(spec: str | Path) -> Stack:
         return Stack(**parse_yaml_mapping(text, where, "a stack"))
     except ValidationError as exc:
         raise WatosError(f"{where}: {describe_validation_error(exc)}") from None
+
+
+def stack_data(name: str) -> dict:
+    """The mapping a shipped stack's YAML holds, unvalidated (a calibration edits it before validating)."""
+    text = _shipped_text(name)
+    if text is None:
+        raise WatosError(f"unknown stack {name!r}; shipped: {', '.join(shipped_stacks())}")
+    return parse_yaml_mapping(text, f"hw_targets/stacks/{name}.yaml", "a stack")
 
 
 def stack_for_framework(framework: str) -> Stack | None:

@@ -38,8 +38,9 @@ class Efficiency(StrictModel):
     quantization of the right operand's two dimensions (``x / (⌈x / matmul_tile⌉ · matmul_tile)`` each: a
     kernel's tiles run whole, so a 96-wide operand in 128-wide tiles wastes a quarter); FP8 GEMMs reach
     ``fp8_matmul_max`` of the FP8 peak instead (default: ``matmul_max``); memory-bound ops reach ``memory``
-    of the DRAM (or SRAM) bandwidth; collectives reach ``network`` of the link bandwidth. The time a kernel
-    costs the host (dispatch, launch) is the stack's.
+    of the DRAM (or SRAM) bandwidth; collectives reach ``network`` of the link bandwidth; weights streamed
+    from off-device memory reach ``streaming`` of its bandwidth. The time a kernel costs the host (dispatch,
+    launch) is the stack's.
     """
 
     matmul_max: Fraction
@@ -49,6 +50,7 @@ class Efficiency(StrictModel):
     fp8_matmul_max: Fraction | None = None
     memory: Fraction
     network: Fraction
+    streaming: Fraction = 1.0
 
 
 class Device(StrictModel):
@@ -173,6 +175,20 @@ def load_target(spec: str | Path) -> Target:
     else:
         text, where = read_file(str(spec), "target file"), str(spec)
     return parse_target(text, where)
+
+
+def target_data(name: str) -> dict:
+    """The mapping a shipped target's YAML holds, unvalidated (a calibration edits it before validating)."""
+    text = _shipped_text(name)
+    if text is None:
+        raise WatosError(f"unknown target {name!r}; shipped: {', '.join(shipped_targets())}")
+    return parse_yaml_mapping(text, f"hw_targets/{name}.yaml", "a target")
+
+
+def efficiency_source(name: str) -> str:
+    """The shipped target whose calibrated efficiency ``name`` uses: its own, or the one it borrows from."""
+    borrowed = target_data(name)["device"].get("efficiency")
+    return efficiency_source(borrowed["from"]) if isinstance(borrowed, dict) and "from" in borrowed else name
 
 
 def parse_target(text: str, where: str) -> Target:
