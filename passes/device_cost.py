@@ -46,10 +46,10 @@ class DeviceCost(Pass):
         totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for op in graph.ops:
             if op.kind is OpKind.COLLECTIVE:
-                key = (op.target, op.attrs["bytes"], op.attrs["group"])
+                key = (op.target, op.attrs["bytes"], op.attrs["group"], op.attrs.get("copies", 1))
                 if key not in collective_cache:
                     collective_cache[key] = collective_time(target, op.target, op.attrs["bytes"],
-                                                            groups[op.attrs["group"]], dies)
+                                                            groups[op.attrs["group"]], dies, copies=key[3])
                 seconds = collective_cache[key]
                 bucket = f"step_{op.attrs.get('dp_phase', 'grad')}_comm" if op.attrs.get("per_step") else \
                     f"{op.attrs['group']}_comm_{'fwd' if op.phase is Phase.FORWARD else 'bwd'}"

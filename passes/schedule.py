@@ -51,6 +51,7 @@ class Schedule(Pass):
         shard_group: int | None = Field(None, description="ZeRO shards within groups of this many DP ranks (HSDP)")
         borrow: tuple[tuple[int, int, float], ...] = Field(
             (), description="Sender/Helper checkpoint storage: (sender stage, helper stage, bytes per die)")
+        grad_bytes: int = Field(2, description="bytes per gradient element held (the main-gradient buffer's dtype)")
         grad_accumulation_bytes: float = Field(
             0.0, description="bytes per parameter and micro-batch of adding the 16-bit weight gradient into the main "
                              "gradient (Megatron-LM's main_grad.add_); 0 when the weight-gradient GEMM accumulates in place")
@@ -79,6 +80,7 @@ class Schedule(Pass):
         sizes = parameter_sizes(graph, c.tp, c.ep)
         shards = c.shard_group or c.dp * c.cp
         memory = [stage_memory(sizes, segments[s], activations(s, policies[s]), zero=c.zero, shards=shards, ep=c.ep,
+                               grad_bytes=c.grad_bytes,
                                software=sw) for s in range(c.pp)]
         dram = c.target.device.dram_bytes_per_s
 

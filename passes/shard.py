@@ -26,7 +26,10 @@ tokens travel to their experts' ranks and back by all-to-all (dispatch before th
 combine after the last; the backward mirrors both). Under the routing model (:class:`watos.plan.Routing`)
 the busiest EP rank receives ``load`` times the mean of a balanced top-k routing, so dropless expert
 matmuls (``_grouped_mm``, one row per routed token) and the all-to-alls carry that factor; expert matmuls
-over static capacity buffers (GShard's einsum) already hold their padded rows in the graph.
+over static capacity buffers (GShard's einsum) already hold their padded rows in the graph. A token routed to
+k experts is k rows of the all-to-all; a deduplicating dispatcher (``dedup_dispatch``: DeepEP, HybridEP)
+sends it once to every device and node it goes to (``attrs["copies"] = k``, see
+:func:`watos.network.collectives.collective_time`).
 
 Per op: ``attrs["shard"]`` (how many devices share its work), ``attrs["mnk"]`` for
 matmuls (the per-device problem). Collectives are ops of kind ``collective`` with ``attrs["group"]`` and
@@ -44,7 +47,7 @@ from watos.ir import DTYPE_BYTES, Graph, Op, OpKind, Phase, TensorType, Value
 from watos.ir.analyses import Sharding
 from watos.ir.aten import is_grouped_mm
 from watos.ir.pass_manager import Pass, PassConfig, register_pass
-from watos.ir.queries import expert_params, tp_split
+from watos.ir.queries import expert_count, expert_params, routed_top_k, tp_split
 from watos.plan import parallel_groups
 
 
@@ -65,6 +68,8 @@ class Shard(Pass):
         ep: int = Field(1, description="expert-parallel degree")
         load: float = Field(1.0, description="routed tokens on the busiest EP rank over the mean (the routing model)")
         shard_group: int | None = Field(None, description="ZeRO shards within groups of this many DP ranks (HSDP)")
+        dedup_dispatch: bool = Field(False, description="the MoE dispatcher sends a token once per device and node "
+                                                        "it goes to, not once per expert (DeepEP, HybridEP)")
 
     def run(self, graph: Graph) -> None:
         c = self.config
@@ -134,6 +139,7 @@ def _expert_parallel(graph: Graph, experts: dict[str, Op], collectives: dict[int
         weights = sum(t.nbytes for t in (*read, *written))
         op.attrs.update(load=load, io_bytes=(op.attrs["io_bytes"] - weights) * load + weights / c.ep)
     tokens_split = c.cp * (c.tp if c.sequence_parallel else 1)
+    copies = routed_top_k(graph, expert_count(graph)) if c.dedup_dispatch else 1
     for ops in forward.values():
         first, last = ops[0], ops[-1]
         dispatched = next(v for v in first.inputs if graph.op(graph.storage_root(v)[0]).kind is not OpKind.PARAM)
@@ -141,17 +147,17 @@ def _expert_parallel(graph: Graph, experts: dict[str, Op], collectives: dict[int
         dispatch = graph.type_of(dispatched).nbytes * load / tokens_split
         combine = last.outputs[0].nbytes * load / tokens_split
         collectives.setdefault(dispatched[0], []).append(
-            _collective(graph, "all_to_all", "ep", dispatch, dispatched, first, moe="dispatch"))
+            _collective(graph, "all_to_all", "ep", dispatch, dispatched, first, moe="dispatch", copies=copies))
         collectives.setdefault(last.id, []).append(
-            _collective(graph, "all_to_all", "ep", combine, last.out, last, moe="combine"))
+            _collective(graph, "all_to_all", "ep", combine, last.out, last, moe="combine", copies=copies))
         backward_of_last = [op for op in expert_ops.values() if op.grad_of == last.id]
         backward_of_first = [op for op in expert_ops.values() if op.grad_of == first.id]
         if backward_of_last and backward_of_first:
             entry, exit_ = min(backward_of_last, key=lambda o: o.id), max(backward_of_first, key=lambda o: o.id)
             collectives.setdefault(entry.id, []).append(
-                _collective(graph, "all_to_all", "ep", combine, entry.out, entry, moe="combine gradient"))
+                _collective(graph, "all_to_all", "ep", combine, entry.out, entry, moe="combine gradient", copies=copies))
             collectives.setdefault(exit_.id, []).append(
-                _collective(graph, "all_to_all", "ep", dispatch, exit_.out, exit_, moe="dispatch gradient"))
+                _collective(graph, "all_to_all", "ep", dispatch, exit_.out, exit_, moe="dispatch gradient", copies=copies))
 
 
 def _routed_load(op: Op, c) -> float:

@@ -57,6 +57,9 @@ def test_help_lists_every_option():
     (["trace", "tests/fixtures/user_models.py:nothing_here"], "has no callable 'nothing_here'"),
     (["trace", "tests/fixtures/user_models.py:data_dependent"], "data-dependent control flow"),
     (["trace", "llama2-7b", "--seq", "0"], "seq_len and micro_batch must be positive"),
+    (["compile", TINY, "--target", "dgx-a100-80g", "--stack", "no-such-stack"], "unknown stack 'no-such-stack'"),
+    (["search", TINY, "--target", "dgx-a100-80g", "--stack", "missing.yaml"], "stack file not found: missing.yaml"),
+    (["explore", TINY, "--template", "watos-wafer", "--stack", "nope"], "unknown stack 'nope'"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(capsys, argv, needle):
     code, out, err = run_cli(capsys, *argv)
@@ -100,3 +103,21 @@ def test_console_script_end_to_end(tmp_path):
                           capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     assert json.loads(good.stdout)["parameters"] == 41_632
+
+
+def test_stack_flag_chooses_the_software_a_plan_runs_under(capsys, tmp_path):
+    """``--stack``: the same plan on the same GPUs under Megatron-LM 2021 (eager kernels, unfused attention,
+    nothing overlapped) and Megatron-Core (flash attention, overlapped DP) costs differently, and says which."""
+    plan = ["compile", TINY, "--target", "dgx-a100-80g", "--seq", "64", "--dp", "8", "--global-batch", "64", "--json"]
+    results = {}
+    for stack in ("megatron-lm", "megatron-core"):
+        code, out, _ = run_cli(capsys, *plan, "--stack", stack)
+        assert code == 0
+        results[stack] = json.loads(out)
+        assert results[stack]["stack"] == stack and results[stack]["plan"]["stack"] == stack
+    assert results["megatron-core"]["step_time_s"] < results["megatron-lm"]["step_time_s"]
+    custom = tmp_path / "slow.yaml"
+    custom.write_text("name: slow\ndescription: 1 ms per kernel\nkernels: {attention: flash}\n"
+                      "overheads: {kernel_us: 1000, captured_kernel_us: 1000}\n")
+    code, out, _ = run_cli(capsys, *plan, "--stack", str(custom))
+    assert code == 0 and json.loads(out)["step_time_s"] > results["megatron-lm"]["step_time_s"]

@@ -57,6 +57,28 @@ def test_a_tier_can_have_its_own_efficiency():
     assert collective_time(slower, "all_reduce", n, [list(range(8))]) == collective_time(target, "all_reduce", n, [list(range(8))])
 
 
+def test_switched_all_to_all_sends_each_tier_the_part_bound_across_it():
+    """16 GPUs in two nodes of 8: 7/16 of a device's bytes stay in its node (NVLink), 8/16 cross InfiniBand."""
+    target = load_target("dgx-a100-80g")
+    nvlink, infiniband = (t.efficiency or target.device.efficiency.network for t in target.topology.tiers)
+    n = 1e9
+    assert collective_time(target, "all_to_all", n, [list(range(16))]) == pytest.approx(
+        7 / 16 * n / (300e9 * nvlink) + 7 * 2e-6 + 8 / 16 * n / (25e9 * infiniband) + 1 * 5e-6)
+
+
+@pytest.mark.parametrize("k", [2, 8])
+def test_a_deduplicating_dispatch_sends_a_token_once_per_node_it_reaches(k):
+    """k rows per token, routed uniformly over 16 GPUs in 2 nodes: a token crosses InfiniBand once if any of
+    its k rows goes to the other node (1 − (1/2)^k), not once per row (k/2 of them on average)."""
+    target = load_target("dgx-a100-80g")
+    nvlink, infiniband = (t.efficiency or target.device.efficiency.network for t in target.topology.tiers)
+    n, group = 1e9, [list(range(16))]
+    expected = (n / k * 7 * (1 - (15 / 16) ** k) / (300e9 * nvlink) + 7 * 2e-6
+                + n / k * (1 - (1 / 2) ** k) / (25e9 * infiniband) + 5e-6)
+    assert collective_time(target, "all_to_all", n, group, copies=k) == pytest.approx(expected)
+    assert collective_time(target, "all_to_all", n, group, copies=k) < collective_time(target, "all_to_all", n, group)
+
+
 def test_all_to_all_on_a_mesh_by_hand():
     """Four dies in a 2 x 2 block of watos-config3, all-to-all of n bytes per die (n/4 to each die).
 

@@ -41,10 +41,12 @@ __all__ = ["CompileResult", "compile", "cost_plan", "explore", "lower", "search"
 
 class CompileResult(StepMetrics, total=False):
     """:class:`~watos.ir.analyses.StepMetrics` of one plan, with what was costed: the model's name, the
-    target's, the plan's fields and, for an MoE model, the routing model assumed (``moe_routing``)."""
+    target's, the software stack's, the plan's fields and, for an MoE model, the routing model assumed
+    (``moe_routing``)."""
 
     model: str
     target: str
+    stack: str
     plan: dict
     moe_routing: str
 
@@ -99,7 +101,8 @@ def compile(model: Any, target: Target | str, plan: Plan | dict, *, seq: int = 2
     check_plan(plan, **model_limits(graph), devices=target.dies)  # before any pass: a plan error is one line
     PassManager(import_passes(), instruments).run(graph)
     costed = _cost_plan(_lower(graph, fusion, instruments, software.fused_loss), target, plan, instruments, dtype)
-    result: CompileResult = {"model": graph.model.name, "target": target.name, "plan": plan.model_dump(),
+    result: CompileResult = {"model": graph.model.name, "target": target.name, "stack": software.stack,
+                             "plan": plan.model_dump(),
                              **costed.analyses["cost"]}
     if note := routing_note(graph, plan.routing):
         result["moe_routing"] = note
@@ -123,7 +126,8 @@ def search(model: Any, target: Target | str | None = None, *, seq: int = 4096, g
              if isinstance(p, dict) else p for p in considered]
     found = search_plans(problem, seed=seed, considered=given, generations=generations)
     traced = problem.traced(1)
-    result: SearchResult = {"model": traced.model.name, "target": problem.target.name, "devices": problem.devices,
+    result: SearchResult = {"model": traced.model.name, "target": problem.target.name,
+                            "stack": problem.software.stack, "devices": problem.devices,
                             "global_batch": problem.global_batch, "seq": traced.model.seq_len, **found}
     if baselines:
         result["baselines"] = run_baselines(problem)

@@ -84,12 +84,13 @@ def cost_passes(target: Target, plan: Plan, dtype: str = "bf16", software: Softw
         plan = plan.model_copy(update={"zero": 1})
     builtin = [
         shard(**parallel, pp=plan.pp, dp=plan.dp, zero=plan.zero, sequence_parallel=plan.sequence_parallel,
-              grad_reduce_bytes=DTYPE_BYTES[plan.grad_reduce_dtype or software.grad_reduce_dtype],
+              grad_reduce_bytes=_grad_bytes(plan, software),
               ep=plan.data_parallel_ep, load=plan.routing.load,
-              shard_group=plan.shard_group),
+              shard_group=plan.shard_group, dedup_dispatch=software.ep_dedup),
         pipeline(**parallel, pp=plan.pp, interleave=plan.interleave, sequence_parallel=plan.sequence_parallel,
                  stage_layers=layers),
-        recompute(**parallel, policy=plan.recompute, sequence_parallel=plan.sequence_parallel),
+        recompute(**parallel, policy=plan.recompute, sequence_parallel=plan.sequence_parallel,
+                  modules=software.recompute_modules),
         place(target=target, placement=plan.placement, **parallel, dp=plan.dp, pp=plan.pp, seed=plan.seed,
               pairs=borrow),
         device_cost(target=target, dtype=dtype, software=software),
@@ -107,9 +108,15 @@ def _schedule(schedule: type[Pass], target: Target, plan: Plan, dtype: str, soft
         return schedule(**common)
     return schedule(**common, ep=plan.data_parallel_ep, zero=plan.zero, interleave=plan.interleave, kind=plan.pipeline_kind,
                     shard_group=plan.shard_group, borrow=borrow,
+                    grad_bytes=_grad_bytes(plan, software),
                     # main_grad += grad: read the 16-bit gradient and the main gradient, write the latter
                     grad_accumulation_bytes=0 if plan.grad_accumulation == "fused"
-                    else DTYPE_BYTES[traced_dtype(dtype)] + 2 * DTYPE_BYTES[plan.grad_reduce_dtype or software.grad_reduce_dtype])
+                    else DTYPE_BYTES[traced_dtype(dtype)] + 2 * _grad_bytes(plan, software))
+
+
+def _grad_bytes(plan: Plan, software: Software) -> int:
+    """Bytes per gradient element accumulated and reduced: the plan's dtype, else its stack's."""
+    return DTYPE_BYTES[plan.grad_reduce_dtype or software.grad_reduce_dtype]
 
 
 def cost_plan(lowered: Graph, target: Target, plan: Plan, instruments: Iterable[Instrument] = (),

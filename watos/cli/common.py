@@ -1,4 +1,5 @@
-"""What several commands share: the model argument, the MoE routing flags, ``--dump-ir`` staging."""
+"""What several commands share: the model argument, ``--plugin``, ``--stack``, the MoE routing flags, ``--dump-ir``
+staging."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,21 @@ def load_plugins(args: argparse.Namespace) -> None:
 
     for plugin in args.plugin:
         load_pass_file(plugin)
+
+
+def add_stack_flag(p: argparse.ArgumentParser) -> None:
+    """``--stack NAME|FILE.yaml``: the software stack to run under (default: the plan's, else the target's)."""
+    p.add_argument("--stack", metavar="S",
+                   help="a shipped software stack (`watos stacks`) or a stack YAML file (default: the target's)")
+
+
+def checked_stack(args: argparse.Namespace) -> str | None:
+    """``--stack``, loaded once so that a bad name or file is one clear error before any work."""
+    from watos.hardware.stack import load_stack
+
+    if args.stack is not None:
+        load_stack(args.stack)
+    return args.stack
 
 
 def add_routing_flags(p: argparse.ArgumentParser) -> None:

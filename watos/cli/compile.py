@@ -10,6 +10,8 @@ from watos.cli.common import (
     TARGET_HELP,
     add_plugin_flag,
     add_routing_flags,
+    add_stack_flag,
+    checked_stack,
     load_plugins,
     routing_fields,
     staged_dumps,
@@ -43,6 +45,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--cp", type=int, help="context-parallel degree")
     p.add_argument("--ep", type=int, help="expert-parallel degree (MoE; divides dp and the experts)")
     add_routing_flags(p)
+    add_stack_flag(p)
     p.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help="ZeRO stage")
     p.add_argument("--micro-batch", type=int, help="sequences per micro-batch")
     p.add_argument("--global-batch", type=int, help="sequences per optimizer step")
@@ -68,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     target = watos.load_target(args.target)
     fields = load_plan(args.plan).model_dump() if args.plan else {}
     fields.update({k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None})
+    if (stack := checked_stack(args)) is not None:
+        fields["stack"] = stack
     plan = make_plan({**fields, "routing": routing_fields(args, fields)})
     with staged_dumps(args.dump_ir) as instruments:
         result = watos.compile(args.model, target, plan, seq=args.seq, dtype=args.dtype, instruments=instruments)

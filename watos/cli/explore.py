@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from watos.cli.common import MODEL_HELP
+from watos.cli.common import MODEL_HELP, add_stack_flag, checked_stack
 from watos.errors import WatosError
 
 NAME = "explore"
@@ -34,6 +34,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-per-die", type=int, default=16, metavar="N", help="sequences per die per step")
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     p.add_argument("--seed", type=int, default=0)
+    add_stack_flag(p)
     p.add_argument("--out", metavar="DIR", help="write explore.json and pareto.png")
     p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
     return p
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         result = watos.explore(args.template, args.models, space, objective=args.objective, seq=args.seq,
                                dtype=args.dtype, batch_per_die=args.batch_per_die, executor=args.executor,
                                workers=args.workers, ray_address=args.ray_address, store_path=args.store,
-                               budget=args.budget, seed=args.seed, progress=progress)
+                               budget=args.budget, seed=args.seed, stack=checked_stack(args), progress=progress)
     if args.out:
         _write_outputs(result, args.out, args.models)
     if args.json:

@@ -1,4 +1,4 @@
-"""``watos models``, ``watos targets``, ``watos passes``: what ships, and every registered pass."""
+"""``watos models``, ``watos targets``, ``watos stacks``, ``watos passes``: what ships, and every registered pass."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ from watos.cli.common import add_plugin_flag, load_plugins
 def add_parsers(sub: Any) -> None:
     sub.add_parser("models", help="list the shipped model configs").set_defaults(run=run_models)
     sub.add_parser("targets", help="list the shipped hardware targets").set_defaults(run=run_targets)
+    sub.add_parser("stacks", help="list the shipped software stacks").set_defaults(run=run_stacks)
     p = sub.add_parser("passes", help="list every registered pass: stage, requires, provides, options",
                        description="List the passes of every stage (import, lower, cost) in registration order, "
                                    "with what each requires and provides and its options (type, default, meaning).")
@@ -29,6 +30,14 @@ def run_targets(args: argparse.Namespace) -> int:
 
     for name in shipped_targets():
         print(f"{name:16s} {load_target(name).description}")
+    return 0
+
+
+def run_stacks(args: argparse.Namespace) -> int:
+    from watos.hardware.stack import load_stack, shipped_stacks
+
+    for name in shipped_stacks():
+        print(f"{name:16s} {load_stack(name).description}")
     return 0
 
 

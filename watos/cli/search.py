@@ -10,6 +10,8 @@ from watos.cli.common import (
     TARGET_HELP,
     add_plugin_flag,
     add_routing_flags,
+    add_stack_flag,
+    checked_stack,
     load_plugins,
     routing_fields,
 )
@@ -33,6 +35,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     p.add_argument("--seed", type=int, default=0, help="seed of the evolutionary refinement (default 0)")
     add_routing_flags(p)
+    add_stack_flag(p)
     p.add_argument("--consider", action="append", default=[], metavar="PLAN",
                    help="also evaluate this plan (a plan YAML file, or fields such as tp=4,pp=14,dp=4,ep=4) and "
                         "show its cost; repeatable")
@@ -53,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise WatosError("--seq and --global-batch must be positive")
     considered = [_considered_fields(spec) for spec in args.consider]
     problem = watos.make_problem(args.model, target, seq=args.seq, global_batch=args.global_batch, dtype=args.dtype,
-                                 devices=args.devices, routing=make_plan({"routing": routing_fields(args)}).routing)
+                                 devices=args.devices, routing=make_plan({"routing": routing_fields(args)}).routing,
+                                 stack=checked_stack(args))
     result = watos.search(problem, seed=args.seed, considered=considered)
     if args.out:
         _write_report(problem, result, args.out, args.dtype)

@@ -1,7 +1,9 @@
 """Memory per device: model states under ZeRO and expert parallelism, activations in flight, workspace.
 
-Mixed-precision Adam keeps 16-bit weights and gradients and fp32 states (master weights and two moments:
-12 bytes per parameter). ZeRO (Rajbhandari et al. 2020) divides them over the dp·cp ranks that share
+Mixed-precision Adam keeps 16-bit weights, gradients in the dtype they are accumulated and reduced in (the
+main-gradient buffer: 4 bytes under Megatron's fp32 accumulation, whose gradient-accumulation fusion writes no
+16-bit gradient; 2 under FSDP's bf16 reduction) and fp32 states (master weights and two moments: 12 bytes per
+parameter; Megatron-Core's distributed optimizer: 6 + 12/d bytes with fp32 gradients). ZeRO (Rajbhandari et al. 2020) divides them over the dp·cp ranks that share
 them: stage 1 the states, 2 also the gradients, 3 also the weights. Expert weights are first divided over
 the EP group, and ZeRO shards them over the dp·cp/ep ranks that hold them, so a ZeRO-sharded share is
 total/(dp·cp) for experts and dense weights alike. Activations are the bytes one micro-batch keeps (the
@@ -64,16 +66,17 @@ def activation_bytes(recompute: RecomputePlan, segments: list[tuple[str, int]], 
 
 
 def stage_memory(sizes: ParameterSizes, segments: list[tuple[str, int]], activations: float, *, zero: int,
-                 shards: int, ep: int, software: Software) -> StageMemory:
+                 shards: int, ep: int, software: Software, grad_bytes: int = 2) -> StageMemory:
     """Bytes per device of a stage running ``segments`` (the module docstring); ZeRO shards over ``shards``
-    data-parallel ranks (dp·cp, or the hybrid-sharding group); the stack's memory on top (:func:`framework_bytes`)."""
+    data-parallel ranks (dp·cp, or the hybrid-sharding group); gradients of ``grad_bytes`` per element; the
+    stack's memory on top (:func:`framework_bytes`)."""
     params = sum(sizes.params.get(where, 0.0) * n for where, n in segments)  # this die's share, EP applied
     sharded = (params + (ep - 1) * sum(sizes.experts.get(where, 0.0) * n for where, n in segments)) / shards
 
     def per_die(zero_level: int) -> float:
         return sharded if zero >= zero_level else params
 
-    weights, grads, states = 2 * per_die(3), 2 * per_die(2), ADAM_STATE_BYTES * per_die(1)
+    weights, grads, states = 2 * per_die(3), grad_bytes * per_die(2), ADAM_STATE_BYTES * per_die(1)
     gathered = 2 * 2 * max(sizes.params.get(where, 0.0) for where, _ in segments) if zero >= 3 else 0.0
     workspace = sizes.workspace + gathered
     live = weights + grads + states + activations + workspace

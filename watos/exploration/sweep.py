@@ -126,12 +126,15 @@ def quick_search(problem: Problem) -> tuple[Plan, dict] | None:
 
 def evaluate_point(task: dict) -> dict:
     """One hardware point: its target, each model's best strategy, and the point's figures. ``task``:
-    template (a name or file), point, models, seq, dtype, batch_per_die. Module-level: workers call it."""
+    template (a name or file), point, models, seq, dtype, batch_per_die and optionally stack. Module-level:
+    workers call it."""
     template = load_template(task["template"])
     point = task["point"]
     try:
         derived = derive(template, point)
         target = instantiate(template, point)
+        if task.get("stack"):
+            target = target.model_copy(update={"stack": task["stack"]})
     except WatosError as exc:
         return {"point": point, "infeasible": str(exc)}
     results, speeds, efficiencies = {}, [], []
@@ -191,9 +194,10 @@ class ExploreResult(TypedDict):
 def explore(template_spec: str, models: list[str], space: dict[str, list], *, objective: str = "throughput",
             seq: int = 4096, dtype: str = "bf16", batch_per_die: int = 16, executor: str = "local",
             workers: int = 1, ray_address: str | None = None, store_path: str | None = None,
-            budget: int = 2000, seed: int = 0, progress=None) -> ExploreResult:
+            budget: int = 2000, seed: int = 0, stack: str | None = None, progress=None) -> ExploreResult:
     """Sweep a template's space (grid when it has at most ``budget`` points, else an evolutionary search
-    of ``budget`` evaluations) and return every point's figures, the best point and the Pareto fronts."""
+    of ``budget`` evaluations) and return every point's figures, the best point and the Pareto fronts; every
+    point runs under ``stack`` (default: the template's)."""
     from watos.exploration.executors import run_all
     from watos.exploration.pareto import pareto_front
     from watos.exploration.store import ResultStore, point_key
@@ -202,7 +206,7 @@ def explore(template_spec: str, models: list[str], space: dict[str, list], *, ob
         raise WatosError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     template = load_template(template_spec)
     base = {"template": template_spec, "models": list(models), "seq": seq, "dtype": dtype,
-            "batch_per_die": batch_per_die}
+            "batch_per_die": batch_per_die, **({"stack": stack} if stack else {})}
     store = ResultStore(store_path, meta={**base, "template_fields": template.model_dump(mode="json")}) \
         if store_path else None
     records: dict[str, dict] = dict(store.done()) if store else {}

@@ -36,6 +36,10 @@ NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Attention = Literal["flash", "unfused"]
 Fp8Recipe = Literal["delayed", "current", "blockwise", "mxfp8", "tensorwise"]
+MoeDispatcher = Literal["alltoall", "allgather", "flex", "deepep", "hybridep"]
+# What ``selective`` recompute re-runs (Megatron-Core's ``recompute_modules``): the attention core, the MLA
+# up-projections, the experts' activation, the norms, the dense MLP, the whole MoE layer, its shared experts.
+RecomputeModule = Literal["core_attn", "mla_up_proj", "moe_act", "layernorm", "mlp", "moe", "shared_experts"]
 
 
 class Fp8(StrictModel):
@@ -78,6 +82,14 @@ class Overlap(StrictModel):
     contention: Fraction = 0.0
 
 
+class Dispatcher(StrictModel):
+    """An MoE token dispatcher. ``dedup``: a token crosses the network once per device, and once per node, it
+    goes to, then is copied to its experts there (DeepEP, HybridEP: RDMA to one GPU of each node, NVLink
+    forwarding inside it); without, once per expert it is routed to (an all-to-all of the permuted tokens)."""
+
+    dedup: bool = False
+
+
 class Overheads(StrictModel):
     """Host-side time per kernel (dispatch and launch) when kernels run eagerly, and when a step is
     captured (CUDA graphs) or compiled (torch.compile fuses the elementwise chains and launches fewer,
@@ -109,6 +121,10 @@ class Stack(StrictModel):
     memory: Memory = Memory()
     grad_reduce_dtype: Literal["fp32", "bf16"] = Field(
         "fp32", description="the dtype gradients are accumulated and reduced in unless a plan says")
+    moe_dispatchers: dict[MoeDispatcher, Dispatcher] = Field(
+        default_factory=lambda: {"alltoall": Dispatcher()}, description="the MoE dispatchers it has (first: default)")
+    recompute_modules: list[RecomputeModule] = Field(
+        default_factory=lambda: ["core_attn"], description="what selective recompute re-runs unless a run says")
 
     def resolve(self, features: "Features | None" = None) -> "Software":
         """The concrete settings of a run of this stack with ``features`` (None: the stack's defaults)."""
@@ -117,6 +133,10 @@ class Stack(StrictModel):
         if f.fp8_recipe and f.fp8_recipe not in self.kernels.fp8:
             raise WatosError(f"stack {self.name}: no FP8 recipe {f.fp8_recipe!r} "
                              f"(it has {', '.join(self.kernels.fp8) or 'none'})")
+        dispatcher = f.moe_dispatcher or next(iter(self.moe_dispatchers))
+        if dispatcher not in self.moe_dispatchers:
+            raise WatosError(f"stack {self.name}: no MoE dispatcher {dispatcher!r} "
+                             f"(it has {', '.join(self.moe_dispatchers)})")
         attention = f.attention or self.kernels.attention
         compiled = bool(f.torch_compile or f.cuda_graphs)
         tp_overlap = self.overlap.tp_comm if f.tp_comm_overlap is None and f.async_tp is None \
@@ -137,7 +157,8 @@ class Stack(StrictModel):
             contention=self.overlap.contention,
             fp8_cast_bytes=self.kernels.fp8[recipe].cast_bytes if recipe else None,
             reserved_bytes=self.memory.reserved_gb * 1e9, grad_reduce_dtype=self.grad_reduce_dtype,
-            allocator_slack=self.memory.allocator_slack)
+            allocator_slack=self.memory.allocator_slack, ep_dedup=self.moe_dispatchers[dispatcher].dedup,
+            recompute_modules=tuple(f.recompute_modules or self.recompute_modules))
 
 
 class Features(StrictModel):
@@ -152,6 +173,8 @@ class Features(StrictModel):
     fp8_recipe: Fp8Recipe | None = None
     torch_compile: bool | None = None
     cuda_graphs: bool | None = None
+    moe_dispatcher: MoeDispatcher | None = None
+    recompute_modules: list[RecomputeModule] | None = None
 
 
 class Software(StrictModel):
@@ -174,6 +197,8 @@ class Software(StrictModel):
     reserved_bytes: float
     allocator_slack: float
     grad_reduce_dtype: str
+    ep_dedup: bool
+    recompute_modules: tuple[str, ...]
 
 
 @cache

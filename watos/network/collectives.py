@@ -10,6 +10,8 @@ and the fastest kept (see :func:`mesh_collective`).
 
 Ring costs, group of g devices, n bytes per device:
   all-reduce 2(g-1)/g·n;  reduce-scatter and all-gather (g-1)/g·n;  all-to-all (g-1)/g·n;  p2p n.
+An all-to-all on a switched network moves over each tier the part bound for members that tier reaches
+(:func:`_switched_all_to_all`).
 """
 from __future__ import annotations
 
@@ -29,13 +31,17 @@ _RING_STEPS = {"all_reduce": 2, "reduce_scatter": 1, "all_gather": 1, "all_to_al
 
 
 def collective_time(target: Target, op: Collective, nbytes: float, groups: list[list[int]],
-                    placement: Sequence[int] | None = None) -> float:
+                    placement: Sequence[int] | None = None, copies: int = 1) -> float:
     """Seconds for ``op`` of ``nbytes`` per device, run at once by every group in ``groups``
     (lists of global device ranks; on a mesh, ``placement[rank]`` is the rank's die). All groups are
-    assumed to be the same size."""
+    assumed to be the same size. ``copies`` > 1: an all-to-all whose rows are ``copies`` copies of each
+    token bound for uniformly chosen members, of which a deduplicating dispatcher sends one per device and
+    per fast domain (node) reached (:func:`_switched_all_to_all`; switched networks only)."""
     if nbytes <= 0 or not groups or len(groups[0]) < 2:
         return 0.0
     if isinstance(target.topology, Switched):
+        if op == "all_to_all":
+            return _switched_all_to_all(target, target.topology, nbytes, groups[0], copies)
         return _switched_time(target, target.topology, op, nbytes, groups[0])
     if target.wafers == 1:
         return mesh_collective(target, op, nbytes, groups, placement)[0]
@@ -145,6 +151,27 @@ def _switched_time(target: Target, net: Switched, op: Collective, nbytes: float,
                 share /= inside  # the next tier moves only this domain's share
             remaining = math.ceil(remaining / inside)
         if remaining <= 1:
+            break
+    return total
+
+
+def _switched_all_to_all(target: Target, net: Switched, nbytes: float, group: list[int], copies: int) -> float:
+    """An all-to-all over the tiers of a switched network. Of a device's n bytes, 1/g goes to every member;
+    the part bound for the m_i − m_(i−1) members inside its tier-i domain but outside its tier-(i−1) one
+    crosses tier i: n·(m_i − m_(i−1))/g. With ``copies`` = k rows per token and deduplication, a token crosses
+    tier i once per tier-(i−1) domain that one of its k uniformly routed rows reaches:
+    (n/k)·(m_i − m_(i−1))/m_(i−1)·(1 − (1 − m_(i−1)/g)^k) (k = 1 gives the first form)."""
+    default, g, inner, total = target.device.efficiency.network, len(group), 1, 0.0
+    for index, tier in enumerate(net.tiers):
+        last = index == len(net.tiers) - 1 or tier.size is None
+        members = g if last else min(_members_per_domain(group, tier.size), g)
+        if members > inner:
+            reached = 1 - (1 - inner / g) ** copies
+            volume = nbytes / copies * (members - inner) / inner * reached
+            total += volume / (tier.bandwidth_gb_per_s_per_direction * 1e9 * (tier.efficiency or default))
+            total += (math.ceil(members / inner) - 1) * tier.latency_us * 1e-6
+            inner = members
+        if inner >= g:
             break
     return total
 

@@ -81,7 +81,7 @@ def print_compile(result: dict[str, Any]) -> None:
                                        + ("" if result["fits"] else "  (does not fit)"))]
     rows += [(f"  {name}", f"{seconds:.4g} s") for name, seconds in result["breakdown_s"].items()]
     Console().print(_key_values(
-        f"watos compile {result['model']} on {result['target']}  (tp {plan['tp']}, pp {plan['pp']}, dp {plan['dp']}"
+        f"watos compile {result['model']} on {result['target']} under {result['stack']}  (tp {plan['tp']}, pp {plan['pp']}, dp {plan['dp']}"
         f"{experts}, cp {plan['cp']}, micro-batch {plan['micro_batch']}, recompute {plan['recompute']})",
         rows, _routing_caption(result)))
 
@@ -123,7 +123,8 @@ def print_validate(result: dict[str, Any], path: str) -> None:
 def print_search(result: dict[str, Any]) -> None:
     """``watos search``: the best plan, runners-up, considered plans and baselines, with what limits each."""
     table = _with_columns(
-        Table(title=f"watos search {result['model']} on {result['target']}  ({result['devices']} devices, "
+        Table(title=f"watos search {result['model']} on {result['target']} under {result['stack']}  "
+                    f"({result['devices']} devices, "
                     f"global batch {result['global_batch']} x {result['seq']} tokens)", caption=_routing_caption(result)),
         ("strategy", "plan", "tokens/s", "vs megatron", "MFU", "peak DRAM GB/die", "DRAM used", "compute busy",
          "limited by"), ("strategy", "plan", "limited by"))

@@ -38,7 +38,7 @@ _LIMITS = {"bubble": "pipeline bubble", "recompute": "recomputation", "tp_comm":
 
 
 class SearchResult(TypedDict, total=False):
-    """What ``watos search`` reports: the problem (model and target names, devices, global batch in sequences,
+    """What ``watos search`` reports: the problem (model, target and stack names, devices, global batch in sequences,
     sequence length in tokens), the best plan and runners-up (:class:`PlanSummary`), every shape or plan
     rejected with why (``limited_by``), how many plans were costed, the ``considered`` plans, the baselines
     by name (a :class:`PlanSummary` with the ``target`` it ran on, or ``{"infeasible": why}``), and for an
@@ -46,6 +46,7 @@ class SearchResult(TypedDict, total=False):
 
     model: str
     target: str
+    stack: str
     devices: int
     global_batch: int
     seq: int

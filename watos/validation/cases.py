@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from watos.errors import WatosError, describe_validation_error
 from watos.files import StrictModel, parse_json_object, read_file
-from watos.hardware.stack import Attention, Features, Fp8Recipe
+from watos.hardware.stack import Attention, Features, Fp8Recipe, MoeDispatcher, RecomputeModule
 from watos.plan import Routing, StageLayers
 
 FORMATS = ("watos-validation-cases/1", "watos-validation-cases/2")
@@ -112,6 +112,8 @@ class CaseStack(_Open):
     fp8_recipe: Fp8Recipe | None = None
     torch_compile: bool | None = None
     cuda_graphs: bool | None = None
+    moe_dispatcher: MoeDispatcher | None = None
+    recompute_modules: list[RecomputeModule] | None = None
 
     def features(self) -> Features:
         """The stated features, as a plan's :class:`~watos.hardware.stack.Features`."""
