@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     cases = load_cases(args.cases)
     owners = set(args.owners.split(",")) if args.owners else None
-    calibration = fit(cases, owners=owners, rounds=args.rounds, progress=lambda line: print(line, flush=True))
+    calibration = fit(cases, owners=owners, rounds=args.rounds, progress=lambda line: print(line, flush=True)).complete()
     results = predict_with(cases, calibration)
     summary = error_summary(results)
     for r in results:

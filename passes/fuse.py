@@ -166,7 +166,8 @@ def _chains(op: Op, softmax_joins: bool) -> bool:
 
 
 def _flash_attention(graph: Graph, saved: list[SavedTensor]) -> list[SavedTensor]:
-    """Eager attention ops become flash kernels: s x s outputs neither written nor saved."""
+    """Eager attention ops become flash kernels: s x s outputs (with any sink columns) neither written nor
+    saved."""
     seq = graph.model.seq_len
     dropped: set[Value] = set()
     for op in graph.ops:
@@ -207,4 +208,6 @@ def _fused_loss(graph: Graph, saved: list[SavedTensor]) -> list[SavedTensor]:
 
 
 def _is_square(t, seq: int) -> bool:
-    return len(t.shape) >= 2 and t.shape[-1] == t.shape[-2] == seq
+    """An s x s attention tensor (scores, probabilities, masks), or s x (s + 1) with a sink logit beside the
+    keys (GPT-OSS's attention sinks: one extra column per head, which flash kernels take as a bias)."""
+    return len(t.shape) >= 2 and t.shape[-2] == seq and t.shape[-1] in (seq, seq + 1)

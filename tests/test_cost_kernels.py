@@ -101,3 +101,24 @@ def test_no_op_of_qwen_moe_on_an_h100_costs_more_than_its_serial_roofline_plus_l
         checked += 1
     assert checked > 100
     assert costed.analyses["cost"]["mfu"] > 0.2  # no longer 1-4 %: six tiny ops do not own the step
+
+
+def test_fp8_casts_the_activation_and_the_gradient_once_and_keeps_the_weight():
+    """Transformer Engine's FP8 linear: the forward casts its activation, the data-gradient GEMM the incoming
+    gradient, the weight-gradient GEMM reuses both FP8 copies; the FP8 weight is kept for the step (torchao
+    casts it before every GEMM instead)."""
+    from conftest import FAMILIES
+
+    graph = watos.lower(watos.trace(FAMILIES["llama"], seq_len=64), fusion="flash")
+    target = watos.load_target("dgx-h100-80g")
+    cached = KernelModel(target, "fp8", load_stack("megatron-core").resolve())
+    uncached = KernelModel(target, "fp8", load_stack("torchtitan").resolve())
+    linear = [op for op in graph.ops if op.kind is OpKind.MATMUL and op.phase is Phase.FORWARD and op.params]
+    assert linear
+    for forward in linear:
+        activation, weight = (graph.type_of(v).nbytes for v in forward.inputs[-2:])
+        assert cached._cast_bytes(graph, forward) == activation
+        assert uncached._cast_bytes(graph, forward) == activation + weight
+        backward = [op for op in graph.ops if op.grad_of == forward.id and op.kind is OpKind.MATMUL]
+        casts = sorted(cached._cast_bytes(graph, op) for op in backward)
+        assert len(backward) == 2 and casts[0] == 0 and casts[1] > 0  # weight gradient: none; data gradient: dY

@@ -82,3 +82,72 @@ def test_every_strategy_in_the_format_is_predicted(tmp_path, capsys):
     assert result["gqa-zero3"]["predicted_tokens_per_s_per_device"] > 0
     assert result["gqa-zero3"]["chosen"]["recompute"] in ("none", "selective", "full")
     assert result["weight-streaming"]["predicted_tokens_per_s_per_device"] > 0
+
+
+LLAMA = {"family": "llama", "hidden": 512, "layers": 2, "heads": 8, "kv_heads": 4, "ffn": 1024, "vocab": 4096,
+         "seq": 512}
+
+
+def _v2_case(case_id: str, source: str, target: str, tokens: float, model=None, stack=None, **plan) -> dict:
+    return {"id": case_id, "source": source, "model": model or LLAMA,
+            "system": {"target": target, "devices": plan.get("dp", 8), "precision": "bf16"},
+            "stack": stack or {"framework": "megatron-core", "attention": "flash"},
+            "plan": {"strategy": "3d", "tp": 1, "pp": 1, "dp": 8, "cp": 1, "ep": 1, "global_batch": 64,
+                     "micro_batch": 1, "recompute": "none", "sequence_parallel": False, "zero": 1,
+                     "interleave": None, **plan},
+            "measured": {"tokens_per_s_per_device": tokens}}
+
+
+def test_v2_never_aborts_and_says_what_it_assumed(tmp_path, capsys):
+    """A target that does not ship, a run no plan fits (reported with its memory, a miss), and a framework no
+    stack stands for (the target's own stack with the stated features, and a note) are all results."""
+    huge = {"family": "llama", "hidden": 16384, "layers": 126, "heads": 128, "kv_heads": 8, "ffn": 53248,
+            "vocab": 128256, "seq": 512}
+    cases = [_v2_case("no-target", "a", "tpu-v9", 1000.0),
+             _v2_case("too-big", "b", "dgx-a100-80g", 10.0, model=huge, zero=0),
+             _v2_case("unknown-framework", "c", "dgx-h100-80g", 50000.0,
+                      stack={"framework": "my-trainer", "attention": "flash", "overlap_grad_reduce": True})]
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps({"format": "watos-validation-cases/2", "cases": cases}))
+    assert main(["validate", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    by_id = {c["id"]: c for c in result["cases"]}
+    assert by_id["no-target"]["status"] == "target not available" and "error" not in by_id["no-target"]
+    assert by_id["too-big"]["status"] == "does not fit" and by_id["too-big"]["error"] == -1.0
+    assert by_id["too-big"]["predicted_peak_memory_gib_per_device"] > 80
+    unknown = by_id["unknown-framework"]
+    assert unknown["status"] == "predicted" and unknown["stack"] == "megatron-core" and "my-trainer" in unknown["note"]
+    assert result["not_available"] == 1 and result["misses"] == 1 and result["predicted"] == 2
+    assert set(result["by_framework"]) == {"megatron-core", "my-trainer"}
+
+
+def test_calibration_starts_from_priors_and_reads_the_shipped_values():
+    from watos.hardware.target import load_target
+    from watos.validation.calibrate import KNOBS, Calibration
+
+    blind, shipped = Calibration(), Calibration.shipped()
+    assert all(blind.value(k) == k.prior for k in KNOBS)
+    a100 = load_target("dgx-a100-80g").device.efficiency
+    assert shipped.value(next(k for k in KNOBS if k.name == "dgx-a100-80g:device.efficiency.matmul_max")) \
+        == a100.matmul_max
+    # a calibration's target borrows the calibrated chip's efficiency, whatever the shipped file holds
+    trial = Calibration({"dgx-h100-80g:device.efficiency.matmul_max": 0.5})
+    assert trial.target("grandteton-h100-96g").device.efficiency.matmul_max == 0.5
+    assert trial.target("grandteton-h100-96g").device.efficiency.memory == blind.value(
+        next(k for k in KNOBS if k.name == "dgx-h100-80g:device.efficiency.memory"))
+
+
+def test_leave_one_source_out_never_sees_the_source_it_predicts():
+    """Two sources on the B200 chip: each is predicted by knobs fitted on the other only, so their prediction
+    of a source does not move when that source's own measurement does."""
+    from watos.validation.calibrate import leave_one_source_out
+    from watos.validation.cases import Case
+
+    def cases(tokens_a: float) -> list[Case]:
+        return [Case(**_v2_case("a", "source-a", "dgx-b200", tokens_a)),
+                Case(**_v2_case("b", "source-b", "dgx-b200", 150000.0, micro_batch=2))]
+
+    first, second = leave_one_source_out(cases(100000.0)), leave_one_source_out(cases(300000.0))
+    a_first, a_second = first["sources"]["source-a"]["errors"]["a"], second["sources"]["source-a"]["errors"]["a"]
+    assert (1 + a_first) * 100000.0 == pytest.approx((1 + a_second) * 300000.0)  # same prediction of a
+    assert first["sources"]["source-b"]["errors"]["b"] != second["sources"]["source-b"]["errors"]["b"]

@@ -12,7 +12,7 @@ by ``watos``: ``import watos`` does not import torch).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from watos.exploration.sweep import DEFAULT_SPACE, ExploreResult
@@ -143,7 +143,9 @@ def explore(template: str, models: Sequence[str], space: dict[str, list] | None 
     return explore_space(template, list(models), space or DEFAULT_SPACE, **options)
 
 
-def validate(path: str, *, leave_one_source_out: bool = False) -> ValidationResult:
+def validate(path: str, *, leave_one_source_out: bool = False,
+             progress: Callable[[str], None] | None = None) -> ValidationResult:
     """Predict every published run of a validation file and compare with what was measured;
-    ``leave_one_source_out``: also predict each source with a calibration that never saw it."""
-    return validate_file(path, leave_one_source_out=leave_one_source_out)
+    ``leave_one_source_out``: also predict each source with a calibration that never saw it (``progress``
+    hears of every refit)."""
+    return validate_file(path, leave_one_source_out=leave_one_source_out, progress=progress)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 NAME = "validate"
@@ -24,7 +25,11 @@ def run(args: argparse.Namespace) -> int:
     import watos
     from watos.report.tables import print_validate
 
-    result = watos.validate(args.cases, leave_one_source_out=args.leave_one_source_out)
+    def progress(line: str) -> None:  # leave-one-source-out refits take minutes: say what is being fitted
+        print(line, file=sys.stderr, flush=True)
+
+    result = watos.validate(args.cases, leave_one_source_out=args.leave_one_source_out,
+                            progress=progress if sys.stderr.isatty() else None)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:

@@ -14,8 +14,11 @@ its bytes at the memory bandwidth and then computing at the efficiency ceiling, 
 gate of width 1, whose efficiency by shape alone would be ~10⁻⁶) runs at the speed of reading its matrix.
 
 FP8 (the training dtype ``fp8``): the GEMMs of linear layers (matmuls that read a weight, and their
-gradients) run at the FP8 peak and ``fp8_matmul_max``, after casting their 16-bit inputs (the recipe's
-``cast_bytes`` per input byte, one more kernel); attention, norms and everything else stay in 16 bits.
+gradients) run at the FP8 peak and ``fp8_matmul_max``, after casting what they read in 16 bits (one more
+kernel, the recipe's ``cast_bytes`` per input byte): the forward its activation and, unless the recipe keeps
+the FP8 weight for the step, its weight; the data-gradient GEMM the incoming gradient (and the weight, so
+kept or not); the weight-gradient GEMM nothing (it reuses both FP8 copies). Attention, norms and everything
+else stay in 16 bits.
 
 Work and traffic are divided by ``attrs["shard"]`` (devices sharing the op); an expert matmul's work is
 multiplied by ``attrs["load"]`` (the busiest rank under the routing model).
@@ -35,6 +38,7 @@ class KernelModel:
         self.e = device.efficiency
         self.peak = device.peak_tflops_for("bf16" if dtype == "fp8" else dtype) * 1e12
         self.fp8 = software.fp8_cast_bytes if dtype == "fp8" else None
+        self.fp8_weights_cached = software.fp8_weights_cached
         self.fp8_peak = device.peak_tflops_for("fp8") * 1e12
         self.fp8_max = self.e.fp8_matmul_max or self.e.matmul_max
         self.dram = device.dram_bytes_per_s
@@ -70,11 +74,20 @@ class KernelModel:
         return max(compute, memory) + launches * self.launch
 
     def _fp8_time(self, graph: Graph, op: Op, shard: int, mnk: list[int]) -> float:
-        """An FP8 GEMM: the cast of its 16-bit inputs (one kernel), then the GEMM at the FP8 peak."""
-        inputs = sum(graph.type_of(v).nbytes for v in op.inputs if graph.type_of(v).dtype in ("bf16", "fp16"))
-        cast = self.fp8 * inputs / shard / self.dram + self.launch
+        """An FP8 GEMM: the cast of what it reads in 16 bits (one kernel, :meth:`_cast_bytes`), then the GEMM at
+        the FP8 peak."""
+        inputs = self._cast_bytes(graph, op)
+        cast = self.fp8 * inputs / shard / self.dram + self.launch if inputs else 0.0
         efficiency = self._matmul_efficiency(mnk) * self.fp8_max / self.e.matmul_max
         return cast + self._time(op, shard, efficiency, self.fp8_peak, self.fp8_max)
+
+    def _cast_bytes(self, graph: Graph, op: Op) -> int:
+        """Bytes of 16-bit input an FP8 GEMM casts first (module docstring)."""
+        weights = [graph.op(graph.storage_root(v)[0]).kind is OpKind.PARAM for v in op.inputs]
+        if op.phase is Phase.BACKWARD and not any(weights):
+            return 0  # the weight gradient: the forward's FP8 activation and the data gradient's FP8 gradient
+        return sum(graph.type_of(v).nbytes for v, weight in zip(op.inputs, weights)
+                   if graph.type_of(v).dtype in ("bf16", "fp16") and not (weight and self.fp8_weights_cached))
 
     def _matmul_efficiency(self, mnk: list[int] | None) -> float:
         if not mnk:

@@ -3,7 +3,10 @@
 Mixed-precision Adam keeps 16-bit weights, gradients in the dtype they are accumulated and reduced in (the
 main-gradient buffer: 4 bytes under Megatron's fp32 accumulation, whose gradient-accumulation fusion writes no
 16-bit gradient; 2 under FSDP's bf16 reduction) and fp32 states (master weights and two moments: 12 bytes per
-parameter; Megatron-Core's distributed optimizer: 6 + 12/d bytes with fp32 gradients). ZeRO (Rajbhandari et al. 2020) divides them over the dp·cp ranks that share
+parameter; Megatron-Core's distributed optimizer: 6 + 12/d bytes with fp32 gradients). PyTorch FSDP (a stack's
+``memory.fp32_shards``) keeps no 16-bit shard: its fp32 shards are the master weights, 16-bit copies exist only
+gathered (the workspace); kept unsharded for a pipelined step, it holds the unsharded gradients and the fp32
+gradient shards the optimizer reads. ZeRO (Rajbhandari et al. 2020) divides them over the dp·cp ranks that share
 them: stage 1 the states, 2 also the gradients, 3 also the weights. Expert weights are first divided over
 the EP group, and ZeRO shards them over the dp·cp/ep ranks that hold them, so a ZeRO-sharded share is
 total/(dp·cp) for experts and dense weights alike. Activations are the bytes one micro-batch keeps (the
@@ -76,7 +79,11 @@ def stage_memory(sizes: ParameterSizes, segments: list[tuple[str, int]], activat
     def per_die(zero_level: int) -> float:
         return sharded if zero >= zero_level else params
 
-    weights, grads, states = 2 * per_die(3), grad_bytes * per_die(2), ADAM_STATE_BYTES * per_die(1)
+    # FSDP's fp32 shards are the master weights the Adam states count: no 16-bit shard beside them
+    weights = 0.0 if zero >= 3 and software.fp32_shards else 2 * per_die(3)
+    grads, states = grad_bytes * per_die(2), ADAM_STATE_BYTES * per_die(1)
+    if software.fp32_shards and zero < 2:
+        grads += 4 * sharded  # FSDP kept unsharded for the step (PP): the optimizer's fp32 gradient shards as well
     gathered = 2 * 2 * max(sizes.params.get(where, 0.0) for where, _ in segments) if zero >= 3 else 0.0
     workspace = sizes.workspace + gathered
     live = weights + grads + states + activations + workspace

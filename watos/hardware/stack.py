@@ -43,12 +43,16 @@ RecomputeModule = Literal["core_attn", "mla_up_proj", "moe_act", "layernorm", "m
 
 
 class Fp8(StrictModel):
-    """An FP8 training recipe: GEMM inputs are cast to FP8 (and scaled) before every GEMM, forward and
-    backward; attention, norms and the optimizer stay in 16 bits. ``cast_bytes`` counts the traffic of the
-    casts per byte of the GEMM's 16-bit inputs: reading 2 bytes and writing 1 is 1.5, a separate pass that
-    finds the scale (current, tensorwise) adds 1."""
+    """An FP8 training recipe: a linear layer's GEMMs run in FP8 on inputs cast (and scaled) from 16 bits;
+    attention, norms and the optimizer stay in 16 bits. The forward casts its activation, the data-gradient
+    GEMM the incoming gradient, and the weight-gradient GEMM reuses both FP8 copies; ``weights_cached``: the
+    FP8 weight is cast once per step and kept across micro-batches (Transformer Engine), else cast before
+    every GEMM that reads it (torchao). ``cast_bytes`` counts the traffic of a cast per byte of its 16-bit
+    input: reading 2 bytes and writing 1 is 1.5, a separate pass that finds the scale (current, tensorwise)
+    adds 1."""
 
     cast_bytes: NonNegative
+    weights_cached: bool = True
 
 
 class Kernels(StrictModel):
@@ -102,10 +106,13 @@ class Overheads(StrictModel):
 
 class Memory(StrictModel):
     """Bytes a framework holds on every device beyond the model's tensors: a fixed part (CUDA context,
-    NCCL buffers, cuBLAS workspaces) and the caching allocator's slack over the live peak."""
+    NCCL buffers, cuBLAS workspaces) and the caching allocator's slack over the live peak. ``fp32_shards``:
+    fully sharded (ZeRO 3) parameters are kept as fp32 shards, the optimizer's master copy, and cast to 16
+    bits only when gathered (PyTorch FSDP's mixed precision), so no 16-bit shard is held beside them."""
 
     reserved_gb: NonNegative = 0.0
     allocator_slack: Fraction = 0.0
+    fp32_shards: bool = False
 
 
 class Stack(StrictModel):
@@ -156,8 +163,9 @@ class Stack(StrictModel):
             fsdp_prefetch=self.overlap.fsdp_prefetch, fsdp_reshard_with_pp=self.overlap.fsdp_reshard_with_pp,
             contention=self.overlap.contention,
             fp8_cast_bytes=self.kernels.fp8[recipe].cast_bytes if recipe else None,
+            fp8_weights_cached=self.kernels.fp8[recipe].weights_cached if recipe else True,
             reserved_bytes=self.memory.reserved_gb * 1e9, grad_reduce_dtype=self.grad_reduce_dtype,
-            allocator_slack=self.memory.allocator_slack, ep_dedup=self.moe_dispatchers[dispatcher].dedup,
+            allocator_slack=self.memory.allocator_slack, fp32_shards=self.memory.fp32_shards, ep_dedup=self.moe_dispatchers[dispatcher].dedup,
             recompute_modules=tuple(f.recompute_modules or self.recompute_modules))
 
 
@@ -194,8 +202,10 @@ class Software(StrictModel):
     fsdp_reshard_with_pp: bool
     contention: float
     fp8_cast_bytes: float | None
+    fp8_weights_cached: bool
     reserved_bytes: float
     allocator_slack: float
+    fp32_shards: bool
     grad_reduce_dtype: str
     ep_dedup: bool
     recompute_modules: tuple[str, ...]
