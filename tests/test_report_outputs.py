@@ -202,10 +202,30 @@ def test_search_and_compile_tables_fit_80_columns_with_units_and_the_right_noun(
     assert fits(lines) and "per GPU" in text and "die" not in text and "placement" in text
 
 
-def test_explore_table_fits_80_columns():
-    result = watos.explore("watos-wafer", ["llama3-8b"], {"dram_stacks_per_die": [2, 3]}, seq=256, batch_per_die=1)
+def test_search_table_fits_100_columns_without_cut_words(tmp_path):
+    _, report = search_page(tmp_path)
+    console = Console(width=100, file=io.StringIO(), record=True)
+    print_search(report, wafer(2, 2), console=console)
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 100 for line in lines) and not any("…" in line for line in lines)
+
+
+def test_explore_table_csv_and_page(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("dram_stacks_per_die: [2, 3]\n")
+    table, out = tmp_path / "points.csv", tmp_path / "run"
+    assert main(["explore", "llama3-8b", "--template", "watos-wafer", "--space", str(space), "--seq", "256",
+                 "--batch-per-die", "1", "--json", "--csv", str(table), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert captured.err == ""
     lines = rendered(print_explore, result)
     assert fits(lines) and any("dram_stacks_per_die=2" in line for line in lines)
+    rows = list(csv.DictReader(table.open()))
+    assert [int(r["dram_stacks_per_die"]) for r in rows] == [p["point"]["dram_stacks_per_die"] for p in result["points"]]
+    assert [float(r["throughput"]) for r in rows] == pytest.approx([p["throughput"] for p in result["points"]])
+    page = (out / "report.html").read_text()
+    assert "Pareto fronts" in page and "dram_stacks_per_die=3" in page and "data:image/png;base64," in page
 
 
 # -- --csv and progress -----------------------------------------------------------------------------------------
