@@ -28,7 +28,7 @@ def plan_picture(model: str, target: str, fields: dict, seq: int, out: Path, nam
     problem = watos.make_problem(model, watos.load_target(target), seq=seq)
     plan = watos.Plan(**{"global_batch": problem.global_batch, **fields})
     costed = cost_plan(problem.lowered(plan.micro_batch), problem.target, plan)
-    report = {**build_report(costed, problem.target, plan)}
+    report = build_report(costed, problem.target, plan)
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(Path(tmp) / write_plan_png(report, tmp), out / name)
 

@@ -142,14 +142,14 @@ def _link_counters(links: list[dict], timeline: dict, stages: list[dict]) -> lis
     if not links or end <= 0:
         return []
     comm = max(st.get("dp_comm_s", 0.0) for st in stages)
-    stop = end + max(st.get("dp_exposed_s", 0.0) for st in stages)
-    window = (max(0.0, stop - comm), stop)
+    dp_end = end + max(st.get("dp_exposed_s", 0.0) for st in stages)
+    dp_start = max(0.0, dp_end - comm)
     counters = []
     for link in sorted(links, key=lambda x: (-x["bytes"], x["src"], x["dst"]))[:BUSIEST_LINKS]:
-        phases = [(0.0, end, link["microbatch_bytes"] / end)]
-        if link["step_bytes"] > 0 and window[1] > window[0]:
-            phases.append((*window, link["step_bytes"] / (window[1] - window[0])))
-        times = sorted({t for start, stop_, _ in phases for t in (start, stop_)})
-        samples = [[t, sum(rate for a, b, rate in phases if a <= t < b) / 1e9] for t in times]
+        phases = [(0.0, end, link["microbatch_bytes"] / end)]  # (start, stop, bytes/s)
+        if link["step_bytes"] > 0 and dp_end > dp_start:
+            phases.append((dp_start, dp_end, link["step_bytes"] / (dp_end - dp_start)))
+        times = sorted({t for start, stop, _ in phases for t in (start, stop)})
+        samples = [[t, sum(rate for start, stop, rate in phases if start <= t < stop) / 1e9] for t in times]
         counters.append({"src": link["src"], "dst": link["dst"], "gb_per_s": samples})
     return counters

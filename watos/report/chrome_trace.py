@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from watos.report.step import block_parts
+
 THREADS = {0: "compute", 1: "data parallel + optimizer", 2: "checkpoint DMA"}
 US = 1e6  # trace timestamps are microseconds
 
@@ -52,7 +54,8 @@ def _stage_events(stage: dict, noun: str) -> list[dict]:
     for block in stage["blocks"]:
         args = {"micro_batch": block["micro_batch"], "chunk": block["chunk"], "stage": stage["stage"]}
         events.append(_span(pid, 0, _block_name(block, interleaved), block["kind"], block["start_s"], block["dur_s"], args))
-        events += [_span(pid, 0, part["name"], "part", part["start_s"], part["dur_s"], {}) for part in block["parts"]]
+        events += [_span(pid, 0, part["name"], "part", part["start_s"], part["dur_s"], {})
+                   for part in block_parts(block, stage)]
     events += [_span(pid, 1, span["name"], "data_parallel", span["start_s"], span["dur_s"], span["args"])
                for span in stage["dp"]]
     events += [_span(pid, 2, span["name"], "checkpoint", span["start_s"], span["dur_s"], {}) for span in stage["dma"]]

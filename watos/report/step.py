@@ -38,9 +38,9 @@ BACKWARD_PARTS = {"recompute": "recompute", "backward": "backward compute", "tp_
 
 
 def step_timeline(cost: dict, plan: Plan, stage_dies: dict[str, list[int]]) -> dict:
-    """The step of a costed 3D plan in time (module docstring): ``stages`` (per stage its ``blocks`` with their
-    ``parts``, ``dp`` spans, ``dma`` spans and ``memory_gb`` samples ``[t, GB]``), ``step`` spans (the stack's
-    time per step), ``pipeline_end_s`` and ``span_s``. Empty for a plan without pipeline stages' parts."""
+    """The step of a costed 3D plan in time (module docstring): ``stages`` (per stage its ``blocks``, whose parts
+    :func:`block_parts` lays out, ``dp`` spans, ``dma`` spans and ``memory_gb`` samples ``[t, GB]``), ``step``
+    spans (the stack's time per step), ``pipeline_end_s`` and ``span_s``. Empty for a plan without stage parts."""
     stages = cost["stages"]
     if plan.strategy != "3d" or not all("parts_s" in st for st in stages):
         return {"stages": [], "step": [], "pipeline_end_s": 0.0, "span_s": cost["step_time_s"]}
@@ -53,8 +53,8 @@ def step_timeline(cost: dict, plan: Plan, stage_dies: dict[str, list[int]]) -> d
     laid = []
     for st in stages:
         mine = [e for e in events if e["stage"] == st["stage"]]
-        laid.append({"stage": st["stage"], "dies": stage_dies[str(st["stage"])],
-                     "blocks": [_block(e, st, plan.interleave) for e in mine],
+        laid.append({"stage": st["stage"], "dies": stage_dies[str(st["stage"])], "parts_s": st["parts_s"],
+                     "interleave": plan.interleave, "blocks": mine,
                      "dp": _data_parallel(st, end), "dma": _checkpoints(mine, st),
                      "memory_gb": _memory(mine, st)})
     step = [{"name": "step overhead (the stack's time per step)", "start_s": end + tail, "dur_s": overhead}] \
@@ -62,16 +62,17 @@ def step_timeline(cost: dict, plan: Plan, stage_dies: dict[str, list[int]]) -> d
     return {"stages": laid, "step": step, "pipeline_end_s": end, "span_s": end + tail + overhead}
 
 
-def _block(event: dict, stage: dict, interleave: int) -> dict:
-    """A forward or backward block with its parts back to back (each ``1/interleave`` of a micro-batch's)."""
-    names = FORWARD_PARTS if event["kind"] == "fwd" else BACKWARD_PARTS
-    parts, at = [], event["start_s"]
+def block_parts(block: dict, stage: dict) -> list[dict]:
+    """A forward or backward block's parts back to back, each ``1/interleave`` of a micro-batch's (``stage``: a
+    stage of :func:`step_timeline`, with its ``parts_s`` and ``interleave``)."""
+    names = FORWARD_PARTS if block["kind"] == "fwd" else BACKWARD_PARTS
+    parts, at = [], block["start_s"]
     for key, name in names.items():
-        seconds = stage["parts_s"][key] / interleave
+        seconds = stage["parts_s"][key] / stage["interleave"]
         if seconds > 0:
             parts.append({"name": name, "start_s": at, "dur_s": seconds})
             at += seconds
-    return {**event, "parts": parts}
+    return parts
 
 
 def _data_parallel(stage: dict, pipeline_end: float) -> list[dict]:
