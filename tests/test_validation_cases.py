@@ -1,4 +1,5 @@
 """`watos validate` on published runs (shared/validation). CI runs a two-case subset; --slow runs all."""
+import csv
 import json
 from pathlib import Path
 
@@ -22,8 +23,12 @@ def subset(tmp_path, ids):
 
 def test_validate_json_format_and_chosen_knobs(tmp_path, capsys):
     path = subset(tmp_path, {"korthikanti2022-table5-22B-full", "narayanan2021-table1-7.5B"})
-    assert main(["validate", path, "--json"]) == 0
+    table = tmp_path / "cases.csv"
+    assert main(["validate", path, "--json", "--csv", str(table)]) == 0
     result = json.loads(capsys.readouterr().out)
+    rows = list(csv.DictReader(table.open()))
+    assert [r["id"] for r in rows] == [c["id"] for c in result["cases"]]
+    assert [float(r["error"]) for r in rows] == pytest.approx([c["error"] for c in result["cases"]])
     assert {"cases", "mean_abs_error", "max_abs_error", "by_framework", "by_hardware", "memory", "rankings",
             "predicted", "not_available", "misses"} == set(result)
     for case in result["cases"]:
