@@ -47,7 +47,11 @@ def main() -> None:
     args = parser.parse_args()
     cases = load_cases(args.cases)
     owners = set(args.owners.split(",")) if args.owners else None
-    calibration = fit(cases, owners=owners, rounds=args.rounds, progress=lambda line: print(line, flush=True)).complete()
+    # --owners: the others keep their shipped values; the fitted ones start at their priors, as in a full fit.
+    start = Calibration({name: value for name, value in Calibration.shipped().values.items()
+                         if owners and name.partition(":")[0] not in owners})
+    calibration = fit(cases, start, owners=owners, rounds=args.rounds,
+                      progress=lambda line: print(line, flush=True)).complete()
     results = predict_with(cases, calibration)
     summary = error_summary(results)
     for r in results:

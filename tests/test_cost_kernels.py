@@ -100,7 +100,8 @@ def test_no_op_of_qwen_moe_on_an_h100_costs_more_than_its_serial_roofline_plus_l
         assert op.attrs["time_s"] <= bound * (1 + 1e-9), (op.name, op.attrs["time_s"], bound)
         checked += 1
     assert checked > 100
-    assert costed.analyses["cost"]["mfu"] > 0.2  # no longer 1-4 %: six tiny ops do not own the step
+    # No longer 1-4 %: six tiny ops do not own the step (the rest is the calibrated 15 µs per Megatron-Core launch).
+    assert costed.analyses["cost"]["mfu"] > 0.1
 
 
 def test_fp8_casts_the_activation_and_the_gradient_once_and_keeps_the_weight():
