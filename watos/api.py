@@ -98,8 +98,8 @@ def compile(model: Any, target: Target | str, plan: Plan | dict, *, seq: int = 2
     fusion = software.fusion
     graph = trace_step(source, seq_len=seq, micro_batch=plan.micro_batch, dtype=traced_dtype(dtype),
                        attention=attention_for(fusion))
-    check_plan(plan, **model_limits(graph), devices=target.dies)  # before any pass: a plan error is one line
     PassManager(import_passes(), instruments).run(graph)
+    check_plan(plan, **model_limits(graph), devices=target.dies)  # before lowering: a plan error is one line
     costed = _cost_plan(_lower(graph, fusion, instruments, software.fused_loss), target, plan, instruments, dtype)
     result: CompileResult = {"model": graph.model.name, "target": target.name, "stack": software.stack,
                              "plan": plan.model_dump(),

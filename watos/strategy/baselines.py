@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 
 from watos.hardware.target import Mesh2D, Target, WeightStreaming, load_target
+from watos.plan import head_split_error
 from watos.strategy.problem import Problem, evaluate
 from watos.strategy.result import Outcome, plan_summary
 from watos.strategy.space import expert_degrees
@@ -30,8 +31,8 @@ GPUS = 8
 def megatron(problem: Problem) -> Outcome | None:
     """Megatron-LM's recommended plan (module docstring), or None when nothing fits."""
     info = problem.info
-    tp = max(t for t in (1, 2, 4, 8) if info["heads"] % t == 0 and problem.devices % t == 0
-             and (info["kv_heads"] % t == 0 or t % info["kv_heads"] == 0))
+    tp = max(t for t in (1, 2, 4, 8) if problem.devices % t == 0
+             and head_split_error(t, info["heads"], info["kv_heads"]) is None)
     for pp in (p for p in range(1, info["layers"] + 1) if problem.devices % (tp * p) == 0):
         dp = problem.devices // (tp * pp)
         if problem.global_batch % dp:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from watos.hardware.target import Mesh2D
 from watos.network.placement import PLACEMENTS
-from watos.plan import RECOMPUTE_POLICIES, Plan
+from watos.plan import RECOMPUTE_POLICIES, Plan, head_split_error
 from watos.strategy.problem import Problem, plan_error
 
 
@@ -20,7 +20,7 @@ def shapes(problem: Problem) -> Iterator[tuple[int, int, int]]:
     """(tp, pp, dp) using every device, tp dividing the heads, pp at most the blocks, dp the batch."""
     info = problem.info
     for tp in divisors(problem.devices):
-        if info["heads"] % tp or (info["kv_heads"] % tp and tp % info["kv_heads"]):
+        if head_split_error(tp, info["heads"], info["kv_heads"]) is not None:
             continue
         for pp in divisors(problem.devices // tp):
             dp = problem.devices // (tp * pp)
