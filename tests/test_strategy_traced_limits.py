@@ -58,3 +58,14 @@ def test_search_explores_tensor_parallelism_of_a_user_module(monkeypatch):
     assert set(costed) == {1, 2, 4, 8}
     without_attention = watos.make_problem(f"{USER}:tiny_lm", watos.load_target("dgx-a100-80g"), seq=32, devices=8)
     assert {tp for tp, _, _ in shapes(without_attention)} == {1}
+
+
+def test_a_batch_that_does_not_split_is_said_not_silently_skipped():
+    """14 sequences on 56 dies: dp 28 and 56 cannot take them; the search says so for those shapes, and the
+    weight-streaming baseline (every die data parallel) blames the batch, not memory."""
+    problem = watos.make_problem(f"{USER}:attention_lm", watos.load_target("watos-config3"), seq=32, global_batch=14)
+    found = watos.search(problem, generations=1)
+    batch = {r["shape"]["dp"] for r in found["rejected"] if r["limited_by"].startswith("batch")}
+    assert batch == {28, 56}
+    assert found["best"]["plan"]["dp"] in (7, 14)
+    assert "not a multiple of the 56 dies" in found["baselines"]["cerebras-ws"]["infeasible"]

@@ -84,9 +84,10 @@ def cost_plan(lowered: Graph, target: Target | str, plan: Plan | dict, *, dtype:
 
 
 def compile(model: Any, target: Target | str, plan: Plan | dict, *, seq: int = 2048, dtype: str = "bf16",
-            instruments: Iterable[Instrument] = ()) -> CompileResult:
+            attention: str | None = None, instruments: Iterable[Instrument] = ()) -> CompileResult:
     """Trace ``model`` at the plan's micro-batch, check that the plan divides it and the target, lower it
-    and cost it: the whole pipeline for one plan (``instruments`` observe every pass of all three stages)."""
+    and cost it: the whole pipeline for one plan (``instruments`` observe every pass of all three stages).
+    ``attention``: the implementation to trace (default: the stack's, ``sdpa`` under flash attention)."""
     target, plan = _target(target), _plan(plan)
     from watos.frontend.trace import (
         trace_step,  # torch: imported when a model is traced, not before
@@ -97,7 +98,7 @@ def compile(model: Any, target: Target | str, plan: Plan | dict, *, seq: int = 2
     software = software_of(plan, target)
     fusion = software.fusion
     graph = trace_step(source, seq_len=seq, micro_batch=plan.micro_batch, dtype=traced_dtype(dtype),
-                       attention=attention_for(fusion))
+                       attention=attention or attention_for(fusion))
     PassManager(import_passes(), instruments).run(graph)
     check_plan(plan, **model_limits(graph), devices=target.dies)  # before lowering: a plan error is one line
     costed = _cost_plan(_lower(graph, fusion, instruments, software.fused_loss), target, plan, instruments, dtype)

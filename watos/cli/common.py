@@ -1,15 +1,49 @@
 """What several commands share: the model argument, ``--plugin``, ``--stack``, the MoE routing flags, ``--dump-ir``
-staging."""
+staging, ``--verbose`` and keeping library log noise off the terminal."""
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 MODEL_HELP = ("a shipped model name (see `watos models`), a Hugging Face config.json, path/to/file.py:factory or "
               "package.module:attr returning an nn.Module")
 TARGET_HELP = "a shipped target (`watos targets`) or a YAML file"
+
+
+def add_verbose_flag(p: argparse.ArgumentParser) -> None:
+    """``--verbose``: let torch and transformers log, and show the traceback of an internal error."""
+    p.add_argument("--verbose", action="store_true",
+                   help="show torch/transformers warnings and logs, and the traceback of an internal error")
+
+
+QUIET_LOGGERS = ("torch", "transformers", "huggingface_hub", "accelerate")
+
+
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool) -> Iterator[None]:
+    """Keep torch's and transformers' warnings and log lines off the user's terminal while a command runs
+    (unless ``verbose``): WATOS reports what matters itself, in one line."""
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def add_plugin_flag(p: argparse.ArgumentParser) -> None:

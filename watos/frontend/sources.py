@@ -25,6 +25,8 @@ from watos.errors import WatosError, describe_validation_error
 from watos.files import parse_json_object, read_file
 
 InputsFn = Callable[[int, int], Any]
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+"""How attention is traced: ``sdpa``, one flash-attention op; ``eager``, the matmul-softmax-matmul pattern."""
 
 
 @dataclass
@@ -98,10 +100,11 @@ def from_hf_config(name: str, data: dict[str, Any]) -> ModelSource:
     if model_type not in CONFIG_MAPPING:
         raise WatosError(f"{name}: model_type {model_type!r} is not a family transformers knows")
     fields = {k: v for k, v in data.items() if not k.startswith("_")}
+    _check_sizes(name, fields)
     try:
         config = CONFIG_MAPPING[model_type](**fields)
-    except (TypeError, ValueError) as exc:
-        raise WatosError(f"{name}: invalid {model_type} config: {_first_line(exc)}") from None
+    except Exception as exc:  # transformers' and huggingface_hub's validators raise their own types
+        raise WatosError(f"{name}: invalid {model_type} config: {_first_line(_innermost(exc))}") from None
     config.use_cache = False
 
     def build(dtype: Any, attention: str) -> Any:
@@ -115,6 +118,35 @@ def from_hf_config(name: str, data: dict[str, Any]) -> ModelSource:
         return _build_causal_lm(config, dtype, "eager")
 
     return ModelSource(name=name, family=model_type, build=build, config=fields, is_hf=True)
+
+
+_SIZE_WORDS = ("size", "dim", "layers", "heads", "experts", "positions", "rank", "window")
+"""A config field whose name holds one of these counts or measures something: a negative value is an error
+(``num_hidden_layers: -2`` would otherwise build a model with no blocks)."""
+_POSITIVE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "n_embd", "n_layer", "n_head",
+             "d_model", "num_layers")
+"""Fields every model needs at least one of."""
+
+
+def _check_sizes(name: str, fields: dict[str, Any]) -> None:
+    """One line for a size or count of the wrong type or sign, before transformers sees it."""
+    for key, value in sorted(fields.items()):
+        if not any(word in key for word in _SIZE_WORDS) and key not in _POSITIVE:
+            continue
+        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float, list, dict, str))):
+            raise WatosError(f"{name}: {key} must be a number, got {value!r}")
+        if isinstance(value, str) and key in _POSITIVE:
+            raise WatosError(f"{name}: {key} must be an integer, got {value!r}")
+        if isinstance(value, (int, float)) and (value < 0 or (key in _POSITIVE and value == 0)):
+            raise WatosError(f"{name}: {key} must be {'positive' if key in _POSITIVE else 'non-negative'}, "
+                             f"got {value!r}")
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The original error under wrappers that re-raise it (``raise ... from e``)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
 
 
 def _build_causal_lm(config: Any, dtype: Any, attention: str) -> Any:

@@ -43,10 +43,8 @@ from watos.frontend.blocks import (
 from watos.frontend.fx_import import PHASE_KEY, import_graph
 from watos.frontend.kernels import GpuKernels, unpacked_sequences
 from watos.frontend.optimizer import adamw_states, adamw_update
-from watos.frontend.sources import ModelSource
+from watos.frontend.sources import ATTENTION_IMPLEMENTATIONS, ModelSource
 from watos.ir import Graph, ModelInfo, Phase, aten
-
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 def trace_step(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: str = "bf16",
@@ -58,14 +56,15 @@ def trace_step(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: st
         raise WatosError(f"dtype must be one of {', '.join(aten.DTYPE_ALIASES)}, got {dtype!r}")
     if attention not in ATTENTION_IMPLEMENTATIONS:
         raise WatosError(f"attention must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, got {attention!r}")
-    model = source.build(getattr(torch, aten.DTYPE_ALIASES[dtype]), attention)
+    torch_dtype = getattr(torch, aten.DTYPE_ALIASES[dtype])
+    model = source.build(torch_dtype, attention)
     model.train()
     parameters = sum(p.numel() for p in model.parameters())
     prefix, blocks = find_blocks(model)
     signatures = [block_signature(b) for b in blocks]
     traced = traced_prefix(signatures) if replicate_blocks else len(blocks)
     with truncated_blocks(model, prefix, traced if prefix is not None and traced < len(blocks) else None):
-        inputs = _example_inputs(source, model, micro_batch, seq_len)
+        inputs = _example_inputs(source, model, micro_batch, seq_len, torch_dtype)
         module_types = {name: type(m).__name__ for name, m in model.named_modules()}
         gm, names = _trace_joint(model, inputs, source)
     info = ModelInfo(name=source.name, family=source.family, micro_batch=micro_batch, seq_len=seq_len,
@@ -82,10 +81,17 @@ def _attention_implementation(model: Any, requested: str) -> str:
 
 
 
-def _example_inputs(source: ModelSource, model: Any, micro_batch: int, seq_len: int) -> Any:
-    """Inputs as fake-able tensors on the meta device: ``(args, kwargs)``."""
+def _example_inputs(source: ModelSource, model: Any, micro_batch: int, seq_len: int, dtype: Any) -> Any:
+    """Inputs as fake-able tensors on the meta device: ``(args, kwargs)``; floating inputs a factory's
+    ``example_inputs`` made (fp32 by torch's default) are cast to the dtype the model is traced in."""
     if source.example_inputs is not None:
-        made = source.example_inputs(micro_batch, seq_len)
+        try:
+            made = source.example_inputs(micro_batch, seq_len)
+        except Exception as exc:  # the user's code: one line, whatever it raised
+            raise WatosError(f"{source.name}: example_inputs({micro_batch}, {seq_len}) raised "
+                             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+        made = pytree.tree_map(lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point()
+                               else x, made)
         if isinstance(made, dict):
             return (), made
         return (tuple(made) if isinstance(made, (tuple, list)) else (made,)), {}

@@ -18,14 +18,24 @@ def divisors(n: int) -> list[int]:
 
 def shapes(problem: Problem) -> Iterator[tuple[int, int, int]]:
     """(tp, pp, dp) using every device, tp dividing the heads, pp at most the blocks, dp the batch."""
+    return ((tp, pp, dp) for tp, pp, dp, reason in all_shapes(problem) if reason is None)
+
+
+def all_shapes(problem: Problem) -> Iterator[tuple[int, int, int, str | None]]:
+    """Every (tp, pp, dp) that uses every device, with why it cannot split the model or the batch (None: it can)."""
     info = problem.info
     for tp in divisors(problem.devices):
-        if head_split_error(tp, info["heads"], info["kv_heads"]) is not None:
-            continue
+        heads = head_split_error(tp, info["heads"], info["kv_heads"])
         for pp in divisors(problem.devices // tp):
             dp = problem.devices // (tp * pp)
-            if pp <= info["layers"] and problem.global_batch % dp == 0:
-                yield tp, pp, dp
+            if heads is not None:
+                yield tp, pp, dp, heads
+            elif pp > info["layers"]:
+                yield tp, pp, dp, f"pp={pp} exceeds the {info['layers']} blocks"
+            elif problem.global_batch % dp:
+                yield tp, pp, dp, f"batch: the global batch of {problem.global_batch} sequences is not a multiple of dp={dp}"
+            else:
+                yield tp, pp, dp, None
 
 
 def expert_degrees(problem: Problem, dp: int) -> list[int]:
