@@ -155,7 +155,9 @@ def _trace_joint(model: Any, inputs: Any, source: ModelSource) -> tuple[Any, lis
                        for name, grad in zip(param_names, grads)]
         return loss, grads, updated
 
-    module_names = {id(m): n for n, m in model.named_modules()}
+    module_names: dict[int, list[str]] = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        module_names.setdefault(id(module), []).append(path)
     mode = FakeTensorMode(allow_non_fake_inputs=False)
     with mode:
         fake = [torch.empty(p.shape, dtype=p.dtype, requires_grad=True) for p in model.parameters()]
@@ -178,9 +180,10 @@ def _trace_joint(model: Any, inputs: Any, source: ModelSource) -> tuple[Any, lis
 
 
 class _ModuleScopes:
-    """Global module hooks that record the stack of module paths into fx node meta."""
+    """Global module hooks that record the stack of module paths into fx node meta. A module shared by several
+    parents (GPT's one activation instance in every block) is named by the path under the module calling it."""
 
-    def __init__(self, names: dict[int, str]) -> None:
+    def __init__(self, names: dict[int, list[str]]) -> None:
         self.names = names
         self.stack: list[str] = []
 
@@ -202,7 +205,10 @@ class _ModuleScopes:
 
     def _enter(self, module: Any, args: Any) -> None:
         if id(module) in self.names:
-            self.stack.append(self.names[id(module)])
+            paths = self.names[id(module)]
+            caller = self.stack[-1] if self.stack else None
+            under = [p for p in paths if caller is not None and p.startswith(f"{caller}.")] if len(paths) > 1 else []
+            self.stack.append(min(under, key=len) if under else paths[0])
             self._publish()
 
     def _exit(self, module: Any, args: Any, output: Any) -> None:
