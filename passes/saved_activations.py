@@ -106,7 +106,9 @@ def _fused_roots(graph: Graph, saved: dict[Value, set[int | None]]) -> dict[Valu
 
 
 def _kernel_regions(graph: Graph) -> dict[int, int]:
-    """Op id -> region id: connected elementwise/view chains (dropout excluded) and fused norms."""
+    """Op id -> region id: connected elementwise/view chains (dropout excluded) within one block, and fused
+    norms. A chain stops at a block's edge: the residual stream joins every block's adds, and a region over
+    several blocks would keep its inputs for all of them (a CNN's residual adds keep the stem's output)."""
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -123,7 +125,8 @@ def _kernel_regions(graph: Graph) -> dict[int, int]:
         if op.kind is OpKind.NORM:
             continue
         for value in op.inputs:
-            if value[0] in parent and graph.op(value[0]).kind is not OpKind.NORM:
+            producer = graph.op(value[0])
+            if value[0] in parent and producer.kind is not OpKind.NORM and producer.block == op.block:
                 parent[find(op_id)] = find(value[0])
     return {op_id: find(op_id) for op_id in parent}
 

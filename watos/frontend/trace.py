@@ -41,10 +41,10 @@ from watos.frontend.blocks import (
     truncated_blocks,
 )
 from watos.frontend.fx_import import PHASE_KEY, import_graph
-from watos.frontend.kernels import GpuKernels, unpacked_sequences
+from watos.frontend.kernels import FUSED_ATTENTION, GpuKernels, unpacked_sequences
 from watos.frontend.optimizer import adamw_states, adamw_update
 from watos.frontend.sources import ATTENTION_IMPLEMENTATIONS, ModelSource
-from watos.ir import Graph, ModelInfo, Phase, aten
+from watos.ir import Graph, ModelInfo, OpKind, Phase, aten
 
 
 def trace_step(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: str = "bf16",
@@ -72,12 +72,25 @@ def trace_step(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: st
                      traced_blocks=list(range(traced)), block_signatures=signatures,
                      module_types=module_types,
                      config={**source.config, "attention": _attention_implementation(model, attention)})
-    return import_graph(gm, names, info)
+    graph = import_graph(gm, names, info)
+    _mark_windows(graph, model)
+    return graph
+
+
+def _mark_windows(graph: Graph, model: Any) -> None:
+    """``attrs["window"]`` of every attention op whose module attends over a sliding window (Mistral, Gemma 2's
+    local layers: the module's ``sliding_window``), which the traced mask tensor cannot say on fake tensors."""
+    for op in graph.ops:
+        if op.kind is OpKind.ATTENTION and op.module:
+            window = getattr(model.get_submodule(op.module), "sliding_window", None)
+            if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+                op.attrs["window"] = window
 
 
 def _attention_implementation(model: Any, requested: str) -> str:
     config = getattr(model, "config", None)
-    return getattr(config, "_attn_implementation", None) or requested
+    implementation = getattr(config, "_attn_implementation", None) or requested
+    return "sdpa" if implementation == FUSED_ATTENTION else implementation
 
 
 
