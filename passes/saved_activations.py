@@ -57,12 +57,19 @@ def _saved_roots(graph: Graph) -> dict[Value, set[int | None]]:
             continue
         for value in op.inputs:
             producer = graph.op(value[0])
-            if producer.phase is not Phase.FORWARD:
+            if producer.phase is not Phase.FORWARD or _window_mask(graph, op, value):
                 continue
             root = graph.storage_root(value)
             if _is_activation(graph.op(root[0])):
                 saved[root].add(op.block)
     return saved
+
+
+def _window_mask(graph: Graph, op: Op, value: Value) -> bool:
+    """Whether ``value`` is the mask a sliding-window attention's backward reads: a windowed flash kernel takes
+    the window as an argument and keeps no mask (the traced SDPA reads the one transformers built)."""
+    forward = graph.get(op.grad_of) if op.kind is OpKind.ATTENTION and "window" in op.attrs else None
+    return forward is not None and len(forward.inputs) > 3 and value == forward.inputs[3]
 
 
 def _is_activation(op: Op) -> bool:

@@ -110,9 +110,9 @@ def from_hf_config(name: str, data: dict[str, Any]) -> ModelSource:
     head, what, inputs = _head(name, config)
 
     def build(dtype: Any, attention: str) -> Any:
-        """The model on the meta device. A family transformers will not run under SDPA (gemma2's logit
-        soft-capping, which flash-attention kernels do fuse) is built eager and then dispatched to SDPA all
-        the same: the trace wants the fused kernel's shapes, not the CPU's numerics."""
+        """The model on the meta device. A family transformers will not run under SDPA is built eager; one
+        whose reason is logit soft-capping (gemma2), which flash-attention kernels fuse, is then dispatched
+        to SDPA all the same: the trace wants the fused kernel's shapes, not the CPU's numerics."""
         try:
             return _build_hf(head, what, config, dtype, attention)
         except ValueError as exc:
@@ -122,7 +122,8 @@ def from_hf_config(name: str, data: dict[str, Any]) -> ModelSource:
         from watos.frontend.kernels import register_fused_attention
 
         model = _build_hf(head, what, config, dtype, "eager")
-        model.config._attn_implementation_internal = register_fused_attention()
+        if getattr(config, "attn_logit_softcapping", None):  # flash attention fuses the soft-cap
+            model.config._attn_implementation_internal = register_fused_attention()
         return model
 
     return ModelSource(name=name, family=model_type, build=build, example_inputs=inputs, config=fields,
