@@ -21,29 +21,24 @@ def add_verbose_flag(p: argparse.ArgumentParser) -> None:
                    help="show torch/transformers warnings and logs, and the traceback of an internal error")
 
 
-QUIET_LOGGERS = ("torch", "transformers", "huggingface_hub", "accelerate")
-
-
 @contextlib.contextmanager
 def quiet_libraries(verbose: bool) -> Iterator[None]:
-    """Keep torch's and transformers' warnings and log lines off the user's terminal while a command runs
-    (unless ``verbose``): WATOS reports what matters itself, in one line."""
+    """Keep torch's and transformers' warnings and log lines (a fake-tensor failure logs its whole traceback at
+    ERROR before WATOS reports it in one line) off the user's terminal while a command runs, unless
+    ``verbose``."""
     if verbose:
         yield
         return
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
-    levels = [logger.level for logger in loggers]
+    disabled = logging.root.manager.disable
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
+        logging.disable(logging.CRITICAL)
         try:
             yield
         finally:
-            for logger, level in zip(loggers, levels):
-                logger.setLevel(level)
+            logging.disable(disabled)
 
 
 def add_plugin_flag(p: argparse.ArgumentParser) -> None:
