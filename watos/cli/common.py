@@ -1,5 +1,4 @@
 """What several commands share: the model argument, ``--plugin``, ``--stack``, the MoE routing flags, ``--dump-ir``
-"""What several commands share: the model argument, ``--plugin``, ``--stack``, the MoE routing flags, ``--dump-ir``
 staging, ``--csv``, ``--verbose`` (library log noise kept off the terminal) and the progress line a long command
 shows on a terminal."""
 from __future__ import annotations
