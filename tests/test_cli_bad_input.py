@@ -1,6 +1,8 @@
 """The bad-input matrix: every malformed input a user can give trace, compile, search, explore and validate is
 one line on stderr naming the problem, exit code 2, no traceback, and no output file left behind."""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -248,10 +250,11 @@ def test_library_noise_stays_off_the_terminal_unless_verbose(capsys, tmp_path):
     terminal, unless --verbose."""
     config = tmp_path / "gptj.json"  # rotary_dim 64 > the head dimension 16: torch fails inside fake tensors
     config.write_text(json.dumps({"model_type": "gptj", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 512}))
-    for verbose in (False, True):
-        assert main(["trace", str(config), "--seq", "16", *(["--verbose"] if verbose else [])]) == 2
-        err = capsys.readouterr().err
-        assert "tracing failed" in err and (err.count("\n") > 1) is verbose
+    for verbose in (False, True):  # a fresh process: torch's log handlers bind the stderr of their first import
+        run = subprocess.run([sys.executable, "-m", "watos", "trace", str(config), "--seq", "16",
+                              *(["--verbose"] if verbose else [])], capture_output=True, text=True)
+        assert run.returncode == 2
+        assert "tracing failed" in run.stderr and (run.stderr.count("\n") > 1) is verbose
     import logging
     import warnings
 
