@@ -2,9 +2,13 @@
 
 FLOPs (multiply and add count as two):
   * matmul ``[..., m, k] x [..., k, n]``: 2·m·k·n per batch element, i.e. 2·numel(out)·k;
+  * convolution: its implicit GEMM, 2·N·Cout·Hout·Wout·Cin·kh·kw/groups, once per gradient backward
+    (:mod:`watos.cost.convolution`);
   * attention over q ``[b, h, s_q, d]`` and k, v ``[b, h_kv, s_k, d]``: 2·b·h·s_q·s_k·(d + d_v)
     forward (QKᵀ and PV, the full square as Korthikanti et al. 2022 Eq. 7 counts it; a causal
-    kernel's skipped half is the cost model's business), twice that backward (dQ, dK, dV, dP);
+    kernel's skipped half is the cost model's business), twice that backward (dQ, dK, dV, dP); over a
+    sliding window of w keys (``attrs["window"]``), s_k becomes min(s_k, w): a windowed kernel computes the
+    band, s·w per head, not the square;
   * elementwise: one per output element; reductions, softmax and losses: one per input element;
     a norm: 4 per element forward, 6 backward. (Vector ops are costed by bytes moved anyway.)
 Bytes: an op reads its tensor inputs and writes its outputs; views and parameters move nothing; an
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from watos.cost.convolution import convolution_flops
 from watos.ir import Graph, Op, OpKind, Phase, TensorType, Value
 from watos.ir.aten import SHAPE_ONLY, is_grouped_mm
 from watos.ir.pass_manager import Pass, PassError, register_pass
@@ -62,6 +67,8 @@ def op_cost(op: Op, type_of: TypeOf) -> tuple[int, int, int]:
         # all rows (an [E, ., .] output is the weight gradient, summed over the rows of its expert).
         rows_out = out.numel // (out.shape[0] if len(out.shape) == 3 else 1)
         return 2 * rows_out * inputs[0].shape[-1], read, written
+    if op.target in ("convolution", "convolution_backward"):
+        return _convolution_flops(op, inputs), read, written
     if op.kind is OpKind.MATMUL:
         return 2 * out.numel * inputs[-2].shape[-1], read, written
     if op.kind is OpKind.ATTENTION:
@@ -77,8 +84,20 @@ def op_cost(op: Op, type_of: TypeOf) -> tuple[int, int, int]:
     return out.numel, read, written
 
 
+def _convolution_flops(op: Op, inputs: list[TensorType]) -> int:
+    """Forward ``(x, w, bias)``: one implicit GEMM; backward ``(grad_y, x, w)``: one per gradient its output
+    mask asks for (data, weight; the bias gradient is a reduction)."""
+    transposed = bool(op.attrs.get("transposed"))
+    if op.target == "convolution":
+        return convolution_flops(inputs[0] if transposed else op.outputs[0], inputs[1])
+    grad_y, x, w = inputs[:3]
+    mask = op.attrs.get("output_mask", [True, True, True])
+    return convolution_flops(x if transposed else grad_y, w, passes=int(mask[0]) + int(mask[1]))
+
+
 def _attention_flops(op: Op, inputs: list[TensorType]) -> int:
     q, k, v = inputs[1:4] if op.target == "attention_backward" else inputs[0:3]
     rows = q.numel // q.shape[-1]  # b · h · s_q
-    forward = 2 * rows * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+    keys = min(k.shape[-2], op.attrs.get("window") or k.shape[-2])  # a sliding window: w keys per query
+    forward = 2 * rows * keys * (q.shape[-1] + v.shape[-1])
     return 2 * forward if op.target == "attention_backward" else forward

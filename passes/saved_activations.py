@@ -57,12 +57,19 @@ def _saved_roots(graph: Graph) -> dict[Value, set[int | None]]:
             continue
         for value in op.inputs:
             producer = graph.op(value[0])
-            if producer.phase is not Phase.FORWARD:
+            if producer.phase is not Phase.FORWARD or _window_mask(graph, op, value):
                 continue
             root = graph.storage_root(value)
             if _is_activation(graph.op(root[0])):
                 saved[root].add(op.block)
     return saved
+
+
+def _window_mask(graph: Graph, op: Op, value: Value) -> bool:
+    """Whether ``value`` is the mask a sliding-window attention's backward reads: a windowed flash kernel takes
+    the window as an argument and keeps no mask (the traced SDPA reads the one transformers built)."""
+    forward = graph.get(op.grad_of) if op.kind is OpKind.ATTENTION and "window" in op.attrs else None
+    return forward is not None and len(forward.inputs) > 3 and value == forward.inputs[3]
 
 
 def _is_activation(op: Op) -> bool:
@@ -106,7 +113,9 @@ def _fused_roots(graph: Graph, saved: dict[Value, set[int | None]]) -> dict[Valu
 
 
 def _kernel_regions(graph: Graph) -> dict[int, int]:
-    """Op id -> region id: connected elementwise/view chains (dropout excluded) and fused norms."""
+    """Op id -> region id: connected elementwise/view chains (dropout excluded) within one block, and fused
+    norms. A chain stops at a block's edge: the residual stream joins every block's adds, and a region over
+    several blocks would keep its inputs for all of them (a CNN's residual adds keep the stem's output)."""
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -123,7 +132,8 @@ def _kernel_regions(graph: Graph) -> dict[int, int]:
         if op.kind is OpKind.NORM:
             continue
         for value in op.inputs:
-            if value[0] in parent and graph.op(value[0]).kind is not OpKind.NORM:
+            producer = graph.op(value[0])
+            if value[0] in parent and producer.kind is not OpKind.NORM and producer.block == op.block:
                 parent[find(op_id)] = find(value[0])
     return {op_id: find(op_id) for op_id in parent}
 

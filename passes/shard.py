@@ -43,6 +43,7 @@ import math
 
 from pydantic import Field
 
+from watos.cost.convolution import convolution_gemm
 from watos.ir import DTYPE_BYTES, Graph, Op, OpKind, Phase, TensorType, Value
 from watos.ir.analyses import Sharding
 from watos.ir.aten import is_grouped_mm
@@ -170,6 +171,10 @@ def _matmul_dims(graph: Graph, op: Op, role: str, tp: int, cp: int) -> list[int]
     """Per-device (m, n, k) of a forward matmul [.., m, k] x [k, n] (a grouped expert matmul: all routed rows
     [m, k] x [E, k, n]): column-parallel splits n, row-parallel splits k, a split batched matmul (attention
     heads) splits its batch."""
+    if op.target == "convolution":  # its implicit GEMM; TP does not split a convolution (heads = 0: tp = 1)
+        x, w = (graph.type_of(v) for v in op.inputs[:2])
+        m, n, k = convolution_gemm(x if op.attrs.get("transposed") else op.outputs[0], w)
+        return [max(1, m // cp), n, k]
     grouped = is_grouped_mm(op.aten)  # operands first, then the group offsets
     a, b = (graph.type_of(v) for v in (op.inputs[:2] if grouped else op.inputs[-2:]))
     if grouped:

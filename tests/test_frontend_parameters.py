@@ -70,3 +70,46 @@ def test_fp32_training_traces_with_each_parameter_its_own_master_copy():
     states = [op.attrs["name"] for op in graph.ops if op.kind is OpKind.INPUT and ":" in op.attrs.get("name", "")]
     assert len(states) == 2 * len([op for op in graph.ops if op.kind is OpKind.PARAM])  # two moments each
     assert not [name for name in states if name.endswith(":master")]
+
+
+# -- every decoder family transformers 5 builds on the meta device --------------------------------------------
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=512, max_position_embeddings=256)
+DECODERS = {  # model_type -> what its tiny config needs beyond TINY
+    **{family: {} for family in (
+        "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen3_next", "gemma", "gemma2",
+        "gemma3_text", "phi", "phimoe", "opt", "gpt2", "gpt_neox", "gpt_bigcode", "bloom", "falcon", "mpt", "olmo",
+        "olmo2", "olmoe", "granite", "granitemoe", "cohere", "cohere2", "starcoder2", "stablelm", "persimmon",
+        "mamba", "falcon_mamba", "jamba", "nemotron", "deepseek_v3", "exaone4", "glm4_moe", "internlm3", "seed_oss",
+        "ernie4_5", "arcee", "lfm2", "minimax", "gpt_oss", "llama4_text", "xglm", "biogpt", "openai-gpt", "bitnet",
+        "vaultgemma")},
+    "phi3": {"pad_token_id": 0},
+    "glm4": {"pad_token_id": 0},
+    "gptj": {"rotary_dim": 8},
+    "codegen": {"rotary_dim": 8},
+}
+REFUSED = {  # model_type -> what the one line says
+    "jetmoe": "data-dependent control flow or output shape",  # routes with expert_size.tolist()
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(DECODERS))
+def test_decoder_family_traces_with_its_exact_parameter_count(model_type):
+    """Each family's tiny config (2 blocks, hidden 64): the IR's parameters, block multiplicities applied, are
+    sum(p.numel()) of the same transformers model built on the meta device."""
+    config = {"model_type": model_type, **TINY, **DECODERS[model_type]}
+    graph = watos.trace(config, seq_len=16)
+    expected = reference_count(config)
+    assert graph.model.parameters == expected and ir_parameter_count(graph) == expected
+    assert graph.model.num_blocks == 2 and graph.total("flops") > 0
+
+
+def test_the_decoder_sweep_is_wide():
+    assert len(DECODERS) >= 30
+
+
+@pytest.mark.parametrize("model_type", sorted(REFUSED))
+def test_a_decoder_family_that_cannot_trace_is_refused_in_one_line(model_type):
+    with pytest.raises(watos.WatosError, match=REFUSED[model_type]) as refused:
+        watos.trace({"model_type": model_type, **TINY}, seq_len=16)
+    assert "\n" not in str(refused.value)

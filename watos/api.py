@@ -23,12 +23,11 @@ from watos.hardware.target import Target, load_target
 from watos.ir import Graph
 from watos.ir.analyses import StepMetrics
 from watos.ir.instruments import Instrument
-from watos.ir.pass_manager import PassManager
 from watos.ir.queries import model_limits
-from watos.pipelines import attention_for, import_passes, trace
+from watos.pipelines import attention_for, trace
 from watos.pipelines import cost_plan as _cost_plan
 from watos.pipelines import lower as _lower
-from watos.plan import Plan, Routing, check_plan, make_plan, routing_note, software_of, traced_dtype
+from watos.plan import Plan, Routing, check_plan, make_plan, routing_note, software_of
 from watos.strategy.baselines import run_baselines
 from watos.strategy.problem import Problem, make_problem
 from watos.strategy.result import SearchResult
@@ -85,22 +84,18 @@ def cost_plan(lowered: Graph, target: Target | str, plan: Plan | dict, *, dtype:
 
 
 def compile(model: Any, target: Target | str, plan: Plan | dict, *, seq: int = 2048, dtype: str = "bf16",
-            instruments: Iterable[Instrument] = ()) -> CompileResult:
+            attention: str | None = None, instruments: Iterable[Instrument] = ()) -> CompileResult:
     """Trace ``model`` at the plan's micro-batch, check that the plan divides it and the target, lower it
-    and cost it: the whole pipeline for one plan (``instruments`` observe every pass of all three stages)."""
+    and cost it: the whole pipeline for one plan (``instruments`` observe every pass of all three stages).
+    ``attention``: the implementation to trace (default: the stack's, ``sdpa`` under flash attention)."""
     target, plan = _target(target), _plan(plan)
-    from watos.frontend.trace import (
-        trace_step,  # torch: imported when a model is traced, not before
-    )
-
     instruments = list(instruments)
     source = load_model(model) if not isinstance(model, ModelSource) else model
     software = software_of(plan, target)
     fusion = software.fusion
-    graph = trace_step(source, seq_len=seq, micro_batch=plan.micro_batch, dtype=traced_dtype(dtype),
-                       attention=attention_for(fusion))
-    check_plan(plan, **model_limits(graph), devices=target.dies)  # before any pass: a plan error is one line
-    PassManager(import_passes(), instruments).run(graph)
+    graph = trace(source, seq_len=seq, micro_batch=plan.micro_batch, dtype=dtype,
+                  attention=attention or attention_for(fusion), instruments=instruments)
+    check_plan(plan, **model_limits(graph), devices=target.dies)  # before lowering: a plan error is one line
     costed = _cost_plan(_lower(graph, fusion, instruments, software.fused_loss), target, plan, instruments, dtype)
     result: CompileResult = {"model": graph.model.name, "target": target.name, "stack": software.stack,
                              "plan": plan.model_dump(),

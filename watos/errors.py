@@ -18,3 +18,8 @@ def describe_validation_error(exc) -> str:
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"])
     return f"{field}: {_PYDANTIC_MESSAGES.get(first['type'], first['msg'])}" if field else first["msg"]
+
+
+class BlocksDiffer(WatosError):
+    """Traced blocks of one module structure traced to different ops (Mamba's first block keeps its residual in
+    fp32, the others receive it so), so a traced prefix cannot stand for the untraced blocks: trace them all."""

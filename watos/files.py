@@ -25,9 +25,16 @@ class StrictModel(BaseModel):
 def read_file(path: str, what: str) -> str:
     """The text of a file the user named; ``what`` says what it should be ("target file")."""
     file = Path(path)
+    if file.is_dir():
+        raise WatosError(f"{what} {path} is a directory, not a file")
     if not file.is_file():
         raise WatosError(f"{what} not found: {path}")
-    return file.read_text()
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise WatosError(f"{what} {path} is not a text file (byte {exc.start} is not UTF-8)") from None
+    except OSError as exc:
+        raise WatosError(f"{what} {path} cannot be read: {exc.strerror}") from None
 
 
 def parse_yaml_mapping(text: str, where: str, what: str) -> dict[str, Any]:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from watos.errors import BlocksDiffer
 from watos.frontend.sources import ModelSource, load_model
 from watos.hardware.stack import Software
 from watos.hardware.target import Target
 from watos.ir import DTYPE_BYTES, Graph
 from watos.ir.instruments import Instrument
-from watos.ir.pass_manager import Pass, PassManager, join_stage, registered_passes
+from watos.ir.pass_manager import Pass, PassError, PassManager, join_stage, registered_passes
 from watos.plan import Plan, software_of, traced_dtype
 
 IMPORT_PASSES = ("canonicalize", "annotate", "group_blocks", "saved_activations")
@@ -47,7 +48,8 @@ def trace(source: Any, *, seq_len: int = 2048, micro_batch: int = 1, dtype: str 
           replicate_blocks: bool = True, passes: list[Pass] | None = None,
           instruments: Iterable[Instrument] = ()) -> Graph:
     """Trace one training step of ``source`` (anything :func:`~watos.frontend.sources.load_model` takes) and
-    run the import pipeline (or ``passes``) on its IR."""
+    run the import pipeline (or ``passes``) on its IR; a model whose traced prefix of blocks cannot stand for
+    the rest (:class:`~watos.errors.BlocksDiffer`) is traced again with every block."""
     from watos.frontend.trace import (
         trace_step,  # torch: imported when a model is traced, not before
     )
@@ -56,7 +58,14 @@ def trace(source: Any, *, seq_len: int = 2048, micro_batch: int = 1, dtype: str 
         source = load_model(source)
     graph = trace_step(source, seq_len=seq_len, micro_batch=micro_batch, dtype=traced_dtype(dtype), attention=attention,
                        replicate_blocks=replicate_blocks)
-    return PassManager(passes if passes is not None else import_passes(), instruments).run(graph)
+    try:
+        return PassManager(passes if passes is not None else import_passes(), instruments).run(graph)
+    except PassError as exc:
+        if not isinstance(exc.__cause__, BlocksDiffer):
+            raise
+    # blocks alike in structure traced differently: the traced prefix cannot stand for the rest
+    return trace(source, seq_len=seq_len, micro_batch=micro_batch, dtype=dtype, attention=attention,
+                 replicate_blocks=False, passes=passes, instruments=instruments)
 
 
 def lower(graph: Graph, fusion: str, instruments: Iterable[Instrument] = (), fused_loss: bool = False) -> Graph:

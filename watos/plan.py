@@ -155,17 +155,30 @@ class Plan(StrictModel):
         return self.sequences_per_step // (self.dp * self.micro_batch)
 
 
+def head_split_error(tp: int, heads: int, kv_heads: int) -> str | None:
+    """Why ``tp`` cannot split the attention heads (``heads`` query heads over ``kv_heads`` key/value heads,
+    0 for a model without attention: nothing to split), or None. Megatron splits the query heads evenly over
+    the TP ranks, and the key/value heads too, or replicates each over ``tp / kv_heads`` ranks."""
+    if tp == 1:
+        return None
+    if not heads:
+        return f"tp={tp} needs attention heads to split, and the traced model has no attention"
+    if heads % tp:
+        return f"tp={tp} does not divide the {heads} attention heads"
+    if kv_heads % tp and tp % kv_heads:
+        return f"tp={tp} and the {kv_heads} key/value heads do not divide each other"
+    return None
+
+
 def check_plan(plan: Plan, *, heads: int, kv_heads: int, layers: int, seq_len: int, experts: int = 0,
                devices: int | None = None) -> None:
-    """One-line errors for a plan that does not divide the model or the devices (``experts``: per MoE
-    layer, 0 for a dense model)."""
+    """One-line errors for a plan that does not divide the model or the devices: the limits are those of the
+    traced graph (:func:`watos.ir.queries.model_limits`; ``experts``: per MoE layer, 0 for a dense model)."""
     if devices is not None and plan.devices != devices:
         raise WatosError(f"plan: tp·pp·dp·cp = {plan.tp}·{plan.pp}·{plan.dp}·{plan.cp} = {plan.devices}, "
                          f"but the target has {devices} devices")
-    if heads % plan.tp:
-        raise WatosError(f"plan: tp={plan.tp} does not divide the {heads} attention heads")
-    if kv_heads % plan.tp and plan.tp % kv_heads:
-        raise WatosError(f"plan: tp={plan.tp} and the {kv_heads} key/value heads do not divide each other")
+    if (reason := head_split_error(plan.tp, heads, kv_heads)) is not None:
+        raise WatosError(f"plan: {reason}")
     if plan.pp * plan.interleave > layers:
         raise WatosError(f"plan: pp·interleave = {plan.pp}·{plan.interleave} exceeds the {layers} blocks")
     if not isinstance(plan.recompute, str) and len(plan.recompute) != plan.pp:

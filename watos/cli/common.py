@@ -1,15 +1,45 @@
 """What several commands share: the model argument, ``--plugin``, ``--stack``, the MoE routing flags, ``--dump-ir``
-staging, ``--csv``, and the progress line a long command shows on a terminal."""
+staging, ``--csv``, ``--verbose`` (library log noise kept off the terminal) and the progress line a long command
+shows on a terminal."""
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 MODEL_HELP = ("a shipped model name (see `watos models`), a Hugging Face config.json, path/to/file.py:factory or "
               "package.module:attr returning an nn.Module")
 TARGET_HELP = "a shipped target (`watos targets`) or a YAML file"
+
+
+def add_verbose_flag(p: argparse.ArgumentParser) -> None:
+    """``--verbose``: let torch and transformers log, and show the traceback of an internal error."""
+    p.add_argument("--verbose", action="store_true",
+                   help="show torch/transformers warnings and logs, and the traceback of an internal error")
+
+
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool) -> Iterator[None]:
+    """Keep torch's and transformers' warnings and log lines (a fake-tensor failure logs its whole traceback at
+    ERROR before WATOS reports it in one line) off the user's terminal while a command runs, unless
+    ``verbose``."""
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    disabled = logging.root.manager.disable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            logging.disable(disabled)
 
 
 def add_plugin_flag(p: argparse.ArgumentParser) -> None:

@@ -17,10 +17,13 @@ from watos.cli.common import (
     routing_fields,
     staged_dumps,
 )
+from watos.frontend.sources import ATTENTION_IMPLEMENTATIONS
+from watos.network.placement import PLACEMENTS
 
 NAME = "compile"
 PLAN_FLAGS = ("tp", "pp", "dp", "cp", "ep", "zero", "micro_batch", "global_batch", "recompute", "sequence_parallel",
-              "interleave", "strategy")
+              "interleave", "strategy", "placement")
+
 
 
 def _recompute_flag(text: str) -> str | tuple[str, ...]:
@@ -39,26 +42,36 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     "HFU, peak memory per device and a breakdown.")
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--target", required=True, metavar="T", help=TARGET_HELP)
-    p.add_argument("--plan", metavar="PLAN.yaml", help="read the plan from a YAML file (flags override it)")
-    p.add_argument("--tp", type=int, help="tensor-parallel degree")
-    p.add_argument("--pp", type=int, help="pipeline stages")
-    p.add_argument("--dp", type=int, help="data-parallel replicas")
-    p.add_argument("--cp", type=int, help="context-parallel degree")
-    p.add_argument("--ep", type=int, help="expert-parallel degree (MoE; divides dp and the experts)")
+    p.add_argument("--plan", metavar="PLAN.yaml", help="read the plan from a YAML file (the flags below override it)")
+    unset = "default: the plan file's, else"
+    p.add_argument("--tp", type=int, metavar="N", help=f"tensor-parallel degree ({unset} 1)")
+    p.add_argument("--pp", type=int, metavar="N", help=f"pipeline stages ({unset} 1)")
+    p.add_argument("--dp", type=int, metavar="N", help=f"data-parallel replicas ({unset} 1)")
+    p.add_argument("--cp", type=int, metavar="N", help=f"context-parallel degree ({unset} 1)")
+    p.add_argument("--ep", type=int, metavar="N", help=f"expert-parallel degree (MoE; divides dp and the experts; {unset} 1)")
     add_routing_flags(p)
     add_stack_flag(p)
-    p.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help="ZeRO stage")
-    p.add_argument("--micro-batch", type=int, help="sequences per micro-batch")
-    p.add_argument("--global-batch", type=int, help="sequences per optimizer step")
+    p.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help=f"ZeRO stage ({unset} 0)")
+    p.add_argument("--micro-batch", type=int, metavar="N", help=f"sequences per micro-batch ({unset} 1)")
+    p.add_argument("--global-batch", type=int, metavar="N",
+                   help=f"sequences per optimizer step ({unset} dp x micro-batch)")
     p.add_argument("--recompute", type=_recompute_flag, metavar="POLICY",
-                   help="none | selective | full, or one per pipeline stage separated by commas")
-    p.add_argument("--sequence-parallel", action="store_true", default=None)
-    p.add_argument("--interleave", type=int, help="model chunks per pipeline stage (interleaved 1F1B)")
-    p.add_argument("--strategy", choices=["3d", "weight-streaming"])
-    p.add_argument("--seq", type=int, default=2048, metavar="N", help="sequence length (default 2048)")
-    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+                   help=f"none | selective | full, or one per pipeline stage separated by commas ({unset} none)")
+    p.add_argument("--sequence-parallel", action="store_true", default=None,
+                   help=f"split the norms' and dropouts' activations over the TP ranks ({unset} off)")
+    p.add_argument("--interleave", type=int, metavar="N",
+                   help=f"model chunks per pipeline stage, interleaved 1F1B ({unset} 1)")
+    p.add_argument("--strategy", choices=["3d", "weight-streaming"],
+                   help=f"3D parallelism, or Cerebras weight streaming with weights off-device ({unset} 3d)")
+    p.add_argument("--placement", choices=list(PLACEMENTS),
+                   help=f"how ranks are put on a mesh's dies ({unset} row_major)")
+    p.add_argument("--seq", type=int, default=2048, metavar="N", help="sequence length, tokens")
+    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16", help="training dtype")
+    p.add_argument("--attention", choices=list(ATTENTION_IMPLEMENTATIONS),
+                   help="attention implementation to trace: sdpa (one flash-attention op) or eager "
+                        "(matmul-softmax-matmul) (default: the stack's kernels: sdpa under flash attention)")
     add_plugin_flag(p)
-    p.add_argument("--dump-ir", metavar="DIR", help="write NNN_<pass> dumps after every pass")
+    p.add_argument("--dump-ir", metavar="DIR", help="write NNN_<pass>.txt/.json/.dot after every pass into DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
     return p
 
@@ -76,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         fields["stack"] = stack
     plan = make_plan({**fields, "routing": routing_fields(args, fields)})
     with staged_dumps(args.dump_ir) as instruments, activity(f"tracing, lowering and costing {args.model}"):
-        result = watos.compile(args.model, target, plan, seq=args.seq, dtype=args.dtype, instruments=instruments)
+        result = watos.compile(args.model, target, plan, seq=args.seq, dtype=args.dtype, attention=args.attention,
+                               instruments=instruments)
     if args.json:
         print(json.dumps(result, sort_keys=True, default=float))
     else:

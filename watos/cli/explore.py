@@ -19,20 +19,23 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     "throughput against DRAM capacity, power and compute area.")
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help=f"one or more models (throughput: geometric mean); each {MODEL_HELP}")
-    p.add_argument("--template", required=True, metavar="T", help="a shipped template name or a YAML file")
+    p.add_argument("--template", required=True, metavar="T",
+                   help="a shipped wafer template (hw_targets/templates/) or a YAML file")
     p.add_argument("--space", metavar="SPACE.yaml",
                    help="variable: [values] or {min, max, step} (default: DRAM stacks 1-6 x compute fraction 0.7-0.9)")
-    p.add_argument("--objective", choices=["throughput", "tokens-per-joule"], default="throughput")
-    p.add_argument("--executor", choices=["local", "ray"], default="local")
-    p.add_argument("--workers", type=int, default=1, metavar="N")
+    p.add_argument("--objective", choices=["throughput", "tokens-per-joule"], default="throughput",
+                   help="what the best point maximises: tokens/s, or tokens per joule")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where points are searched: a local process pool, or Ray")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="points searched at once (processes)")
     p.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--store", metavar="RESULTS.jsonl", help="append every point here; a rerun skips finished points")
     p.add_argument("--budget", type=int, default=2000, metavar="N",
                    help="grid when the space has at most N points, else N evaluations of an evolutionary search")
-    p.add_argument("--seq", type=int, default=4096, metavar="N")
-    p.add_argument("--batch-per-die", type=int, default=16, metavar="N", help="sequences per die per step")
-    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seq", type=int, default=4096, metavar="N", help="sequence length, tokens")
+    p.add_argument("--batch-per-die", type=int, default=16, metavar="N", help="sequences per die per optimizer step")
+    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16", help="training dtype")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evolutionary search and each point's refinement")
     add_stack_flag(p)
     p.add_argument("--out", metavar="DIR", help="write explore.json, pareto.png and report.html")
     add_csv_flag(p, "every hardware point swept with its figures")
@@ -72,13 +75,25 @@ def run(args: argparse.Namespace) -> int:
         write_csv(args.csv, *explore_rows(result))
     if args.json:
         print(json.dumps(result, sort_keys=True))
-    else:
+    elif result["feasible"]:
         print_explore(result)
+    else:
+        print(_none_feasible(result))
     return 0
 
 
+def _none_feasible(result: dict) -> str:
+    """An infeasible design is a result: every point's reason, and how many points it held back."""
+    reasons: dict[str, int] = {}
+    for point in result["points"]:
+        reasons[point["infeasible"]] = reasons.get(point["infeasible"], 0) + 1
+    counted = "; ".join(f"{reason} ({n} point{'s' if n > 1 else ''})" for reason, n in sorted(reasons.items()))
+    return f"watos explore: none of the {result['evaluated']} points on {result['template']} is feasible: {counted}"
+
+
 def _write_outputs(result: dict, directory: str, models: list[str]) -> None:
-    """``--out DIR``: explore.json, pareto.png and report.html, written together or not at all."""
+    """``--out DIR``: explore.json, report.html and (when a point is feasible) pareto.png, written together or
+    not at all."""
     from watos.exploration.sweep import FRONTS
     from watos.files import staged_files
     from watos.report.html import explore_html
@@ -86,7 +101,8 @@ def _write_outputs(result: dict, directory: str, models: list[str]) -> None:
 
     with staged_files(directory, "--out") as staging:
         (staging / "explore.json").write_text(json.dumps(result, sort_keys=True, indent=1) + "\n")
-        write_pareto_png([p for p in result["points"] if "infeasible" not in p], list(FRONTS),
-                         staging / "pareto.png", title=f"{', '.join(models)} on {result['template']}: "
-                                                       f"{result['feasible']} of {result['evaluated']} points feasible")
+        if result["feasible"]:  # no feasible point, no front: pareto.png would be blank
+            write_pareto_png([p for p in result["points"] if "infeasible" not in p], list(FRONTS),
+                             staging / "pareto.png", title=f"{', '.join(models)} on {result['template']}: "
+                                                           f"{result['feasible']} of {result['evaluated']} points feasible")
         (staging / "report.html").write_text(explore_html(result, staging / "pareto.png"))

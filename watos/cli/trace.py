@@ -18,12 +18,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     "weights, no network) and report parameters, blocks, ops, FLOPs per step and "
                     "saved-activation bytes per block per micro-batch.")
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
-    p.add_argument("--seq", type=int, default=2048, metavar="N", help="sequence length (default 2048)")
-    p.add_argument("--micro-batch", type=int, default=1, metavar="N", help="micro-batch size (default 1)")
+    p.add_argument("--seq", type=int, default=2048, metavar="N", help="sequence length, tokens")
+    p.add_argument("--micro-batch", type=int, default=1, metavar="N", help="sequences per micro-batch")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16",
-                   help="training dtype of activations and weights (default bf16)")
+                   help="training dtype of activations and weights")
     p.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa",
-                   help="transformers attention implementation to trace (default sdpa)")
+                   help="attention implementation to trace: sdpa (one flash-attention op) or eager (matmul-softmax-matmul)")
     p.add_argument("--full-trace", action="store_true",
                    help="trace every transformer block instead of one per distinct structure")
     p.add_argument("--passes", metavar="A,B,...",

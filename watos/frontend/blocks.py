@@ -58,7 +58,7 @@ def truncated_blocks(model: Any, prefix: str | None, keep: int | None) -> Iterat
     parent = model.get_submodule(parent_name)
     config = getattr(model, "config", None)
     saved = {name: getattr(config, name) for name in ("num_hidden_layers", "layer_types")
-             if config is not None and hasattr(config, name)}
+             if config is not None and hasattr(config, name) and _settable(config, name)}
     blocks = getattr(parent, attr)
     setattr(parent, attr, torch.nn.ModuleList(list(blocks)[:keep]))
     if "num_hidden_layers" in saved:
@@ -72,3 +72,9 @@ def truncated_blocks(model: Any, prefix: str | None, keep: int | None) -> Iterat
         for name, value in saved.items():
             setattr(config, name, value)
 
+
+
+def _settable(config: Any, name: str) -> bool:
+    """Whether a config attribute can be set (Mamba derives ``layer_types`` in a read-only property)."""
+    attribute = getattr(type(config), name, None)
+    return not isinstance(attribute, property) or attribute.fset is not None

@@ -99,6 +99,11 @@ def import_graph(gm: Any, names: list[tuple[str, str]], info: ModelInfo) -> Grap
                 forward_by_seq.setdefault(seq, op)
             if block_re is not None and (m := block_re.match(op.module)):
                 op.block = int(m.group(1))
+        elif node.op == "get_attr":  # a constant tensor the model holds outside its parameters and buffers
+            constant = getattr(gm, node.target)
+            op = new_op(node, target="constant", kind=OpKind.INPUT, phase=Phase.FORWARD, inputs=[],
+                        outputs=[_tensor_type(constant)])
+            op.attrs["name"] = str(node.target)
         elif node.op == "output":
             loss, grads, updated = node.args[0]
             outputs["loss"] = values[loss]

@@ -64,3 +64,25 @@ def unpacked_sequences() -> Iterator[None]:
         yield
     finally:
         masking_utils.find_packed_sequence_indices = original
+
+
+FUSED_ATTENTION = "watos_fused_sdpa"
+"""The attention implementation a family transformers will not run under SDPA is dispatched to instead
+(:func:`register_fused_attention`)."""
+
+
+def register_fused_attention() -> str:
+    """Register, once, an attention implementation that runs SDPA for a family whose extras the CPU kernel
+    lacks (gemma2's logit soft-capping, which flash-attention kernels fuse): the trace holds the fused
+    kernel's shapes and FLOPs, not an s x s eager pattern. Returns its name."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    def fused(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> Any:
+        kwargs.pop("softcap", None)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register(FUSED_ATTENTION, fused)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(FUSED_ATTENTION, sdpa_mask)
+    return FUSED_ATTENTION

@@ -2,8 +2,8 @@
 
 A spec is one of
   * a shipped model name (``llama3-70b``; see ``models/configs``),
-  * a path to a Hugging Face style ``config.json`` of any causal-LM family transformers knows, or of a
-    family defined in ``watos.models`` (``model_type: gshard``; see ``watos.models.DEFINITIONS``),
+  * a path to a Hugging Face style ``config.json`` of any decoder (causal LM), encoder (masked LM) or vision
+    (image classifier) family transformers knows, or of a family defined in ``watos.models`` (``model_type: gshard``; see ``watos.models.DEFINITIONS``),
   * ``path/to/file.py:factory`` or ``package.module:attr`` naming a callable that returns an
     ``nn.Module`` (if that module also defines ``example_inputs(micro_batch, seq_len)``, its result
     is the model's input),
@@ -25,6 +25,8 @@ from watos.errors import WatosError, describe_validation_error
 from watos.files import parse_json_object, read_file
 
 InputsFn = Callable[[int, int], Any]
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+"""How attention is traced: ``sdpa``, one flash-attention op; ``eager``, the matmul-softmax-matmul pattern."""
 
 
 @dataclass
@@ -98,36 +100,114 @@ def from_hf_config(name: str, data: dict[str, Any]) -> ModelSource:
     if model_type not in CONFIG_MAPPING:
         raise WatosError(f"{name}: model_type {model_type!r} is not a family transformers knows")
     fields = {k: v for k, v in data.items() if not k.startswith("_")}
+    _check_sizes(name, fields)
     try:
         config = CONFIG_MAPPING[model_type](**fields)
-    except (TypeError, ValueError) as exc:
-        raise WatosError(f"{name}: invalid {model_type} config: {_first_line(exc)}") from None
+    except Exception as exc:  # transformers' and huggingface_hub's validators raise their own types
+        raise WatosError(f"{name}: invalid {model_type} config: {_first_line(_innermost(exc))}") from None
     config.use_cache = False
 
+    head, what, inputs = _head(name, config)
+
     def build(dtype: Any, attention: str) -> Any:
-        """The model on the meta device; a family without SDPA support falls back to eager."""
+        """The model on the meta device. A family transformers will not run under SDPA is built eager; one
+        whose reason is logit soft-capping (gemma2), which flash-attention kernels fuse, is then dispatched
+        to SDPA all the same: the trace wants the fused kernel's shapes, not the CPU's numerics."""
         try:
-            return _build_causal_lm(config, dtype, attention)
+            return _build_hf(head, what, config, dtype, attention)
         except ValueError as exc:
             if attention == "eager" or "attention implementation" not in str(exc):
-                raise WatosError(f"{name}: transformers cannot build a causal LM from this config: "
+                raise WatosError(f"{name}: transformers cannot build {what} from this config: "
                                  f"{_first_line(exc)}") from None
-        return _build_causal_lm(config, dtype, "eager")
+        from watos.frontend.kernels import register_fused_attention
 
-    return ModelSource(name=name, family=model_type, build=build, config=fields, is_hf=True)
+        model = _build_hf(head, what, config, dtype, "eager")
+        if getattr(config, "attn_logit_softcapping", None):  # flash attention fuses the soft-cap
+            model.config._attn_implementation_internal = register_fused_attention()
+        return model
+
+    return ModelSource(name=name, family=model_type, build=build, example_inputs=inputs, config=fields,
+                       is_hf=inputs is None)
 
 
-def _build_causal_lm(config: Any, dtype: Any, attention: str) -> Any:
+def _head(name: str, config: Any) -> tuple[str, str, InputsFn | None]:
+    """The transformers head a config is traced with, what it is, and its inputs (None: token ids, labels the
+    same ids shifted by the model). An encoder (a family whose masked-LM class is ``...ForMaskedLM``, BERT,
+    RoBERTa) trains as a masked LM on token ids; a decoder as a causal LM; a vision family (ViT) as an image
+    classifier on ``[b, channels, image_size, image_size]`` pixels, whatever ``seq_len`` says (its patches
+    fix the sequence)."""
+    from transformers.models.auto import modeling_auto as auto
+
+    model_type = config.model_type
+    masked = auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES.get(model_type, "")
+    if masked.endswith("ForMaskedLM") and not getattr(config, "is_decoder", False):
+        return "AutoModelForMaskedLM", "a masked LM", _token_inputs
+    if model_type in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "AutoModelForCausalLM", "a causal LM", None
+    if model_type in auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+        return "AutoModelForImageClassification", "an image classifier", _image_inputs(config)
+    raise WatosError(f"{name}: transformers has no causal LM, masked LM or image classifier for model_type "
+                     f"{model_type!r}; give WATOS the model through file.py:factory")
+
+
+def _token_inputs(micro_batch: int, seq_len: int) -> dict[str, Any]:
     import torch
-    from transformers import AutoModelForCausalLM
+
+    ids = torch.zeros((micro_batch, seq_len), dtype=torch.long, device="meta")
+    return {"input_ids": ids, "labels": ids}
+
+
+def _image_inputs(config: Any) -> InputsFn:
+    def inputs(micro_batch: int, seq_len: int) -> dict[str, Any]:
+        import torch
+
+        side, channels = getattr(config, "image_size", 224), getattr(config, "num_channels", 3)
+        return {"pixel_values": torch.zeros((micro_batch, channels, side, side), device="meta"),
+                "labels": torch.zeros((micro_batch,), dtype=torch.long, device="meta")}
+
+    return inputs
+
+
+_SIZE_WORDS = ("size", "dim", "layers", "heads", "experts", "positions", "rank", "window")
+"""A config field whose name holds one of these counts or measures something: a negative value is an error
+(``num_hidden_layers: -2`` would otherwise build a model with no blocks)."""
+_POSITIVE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "n_embd", "n_layer", "n_head",
+             "d_model", "num_layers")
+"""Fields every model needs at least one of."""
+
+
+def _check_sizes(name: str, fields: dict[str, Any]) -> None:
+    """One line for a size or count of the wrong type or sign, before transformers sees it."""
+    for key, value in sorted(fields.items()):
+        if not any(word in key for word in _SIZE_WORDS) and key not in _POSITIVE:
+            continue
+        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float, list, dict, str))):
+            raise WatosError(f"{name}: {key} must be a number, got {value!r}")
+        if isinstance(value, str) and key in _POSITIVE:
+            raise WatosError(f"{name}: {key} must be an integer, got {value!r}")
+        if isinstance(value, (int, float)) and (value < 0 or (key in _POSITIVE and value == 0)):
+            raise WatosError(f"{name}: {key} must be {'positive' if key in _POSITIVE else 'non-negative'}, "
+                             f"got {value!r}")
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The original error under wrappers that re-raise it (``raise ... from e``)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+def _build_hf(head: str, what: str, config: Any, dtype: Any, attention: str) -> Any:
+    import torch
+    import transformers
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     try:
         with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
+            return getattr(transformers, head).from_config(config, dtype=dtype, attn_implementation=attention)
     except (AssertionError, TypeError, KeyError, AttributeError, IndexError) as exc:
-        raise WatosError(f"transformers cannot build a causal LM from this {config.model_type} "
+        raise WatosError(f"transformers cannot build {what} from this {config.model_type} "
                          f"config: {type(exc).__name__}: {_first_line(exc)}") from None
 
 

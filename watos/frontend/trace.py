@@ -41,12 +41,10 @@ from watos.frontend.blocks import (
     truncated_blocks,
 )
 from watos.frontend.fx_import import PHASE_KEY, import_graph
-from watos.frontend.kernels import GpuKernels, unpacked_sequences
+from watos.frontend.kernels import FUSED_ATTENTION, GpuKernels, unpacked_sequences
 from watos.frontend.optimizer import adamw_states, adamw_update
-from watos.frontend.sources import ModelSource
-from watos.ir import Graph, ModelInfo, Phase, aten
-
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+from watos.frontend.sources import ATTENTION_IMPLEMENTATIONS, ModelSource
+from watos.ir import Graph, ModelInfo, OpKind, Phase, aten
 
 
 def trace_step(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: str = "bf16",
@@ -58,14 +56,15 @@ def trace_step(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: st
         raise WatosError(f"dtype must be one of {', '.join(aten.DTYPE_ALIASES)}, got {dtype!r}")
     if attention not in ATTENTION_IMPLEMENTATIONS:
         raise WatosError(f"attention must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, got {attention!r}")
-    model = source.build(getattr(torch, aten.DTYPE_ALIASES[dtype]), attention)
+    torch_dtype = getattr(torch, aten.DTYPE_ALIASES[dtype])
+    model = source.build(torch_dtype, attention)
     model.train()
     parameters = sum(p.numel() for p in model.parameters())
     prefix, blocks = find_blocks(model)
     signatures = [block_signature(b) for b in blocks]
     traced = traced_prefix(signatures) if replicate_blocks else len(blocks)
     with truncated_blocks(model, prefix, traced if prefix is not None and traced < len(blocks) else None):
-        inputs = _example_inputs(source, model, micro_batch, seq_len)
+        inputs = _example_inputs(source, model, micro_batch, seq_len, torch_dtype)
         module_types = {name: type(m).__name__ for name, m in model.named_modules()}
         gm, names = _trace_joint(model, inputs, source)
     info = ModelInfo(name=source.name, family=source.family, micro_batch=micro_batch, seq_len=seq_len,
@@ -73,19 +72,39 @@ def trace_step(source: ModelSource, *, seq_len: int, micro_batch: int, dtype: st
                      traced_blocks=list(range(traced)), block_signatures=signatures,
                      module_types=module_types,
                      config={**source.config, "attention": _attention_implementation(model, attention)})
-    return import_graph(gm, names, info)
+    graph = import_graph(gm, names, info)
+    _mark_windows(graph, model)
+    return graph
+
+
+def _mark_windows(graph: Graph, model: Any) -> None:
+    """``attrs["window"]`` of every attention op whose module attends over a sliding window (Mistral, Gemma 2's
+    local layers: the module's ``sliding_window``), which the traced mask tensor cannot say on fake tensors."""
+    for op in graph.ops:
+        if op.kind is OpKind.ATTENTION and op.module:
+            window = getattr(model.get_submodule(op.module), "sliding_window", None)
+            if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+                op.attrs["window"] = window
 
 
 def _attention_implementation(model: Any, requested: str) -> str:
     config = getattr(model, "config", None)
-    return getattr(config, "_attn_implementation", None) or requested
+    implementation = getattr(config, "_attn_implementation", None) or requested
+    return "sdpa" if implementation == FUSED_ATTENTION else implementation
 
 
 
-def _example_inputs(source: ModelSource, model: Any, micro_batch: int, seq_len: int) -> Any:
-    """Inputs as fake-able tensors on the meta device: ``(args, kwargs)``."""
+def _example_inputs(source: ModelSource, model: Any, micro_batch: int, seq_len: int, dtype: Any) -> Any:
+    """Inputs as fake-able tensors on the meta device: ``(args, kwargs)``; floating inputs a factory's
+    ``example_inputs`` made (fp32 by torch's default) are cast to the dtype the model is traced in."""
     if source.example_inputs is not None:
-        made = source.example_inputs(micro_batch, seq_len)
+        try:
+            made = source.example_inputs(micro_batch, seq_len)
+        except Exception as exc:  # the user's code: one line, whatever it raised
+            raise WatosError(f"{source.name}: example_inputs({micro_batch}, {seq_len}) raised "
+                             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+        made = pytree.tree_map(lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point()
+                               else x, made)
         if isinstance(made, dict):
             return (), made
         return (tuple(made) if isinstance(made, (tuple, list)) else (made,)), {}
@@ -149,7 +168,9 @@ def _trace_joint(model: Any, inputs: Any, source: ModelSource) -> tuple[Any, lis
                        for name, grad in zip(param_names, grads)]
         return loss, grads, updated
 
-    module_names = {id(m): n for n, m in model.named_modules()}
+    module_names: dict[int, list[str]] = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        module_names.setdefault(id(module), []).append(path)
     mode = FakeTensorMode(allow_non_fake_inputs=False)
     with mode:
         fake = [torch.empty(p.shape, dtype=p.dtype, requires_grad=True) for p in model.parameters()]
@@ -172,9 +193,10 @@ def _trace_joint(model: Any, inputs: Any, source: ModelSource) -> tuple[Any, lis
 
 
 class _ModuleScopes:
-    """Global module hooks that record the stack of module paths into fx node meta."""
+    """Global module hooks that record the stack of module paths into fx node meta. A module shared by several
+    parents (GPT's one activation instance in every block) is named by the path under the module calling it."""
 
-    def __init__(self, names: dict[int, str]) -> None:
+    def __init__(self, names: dict[int, list[str]]) -> None:
         self.names = names
         self.stack: list[str] = []
 
@@ -196,7 +218,10 @@ class _ModuleScopes:
 
     def _enter(self, module: Any, args: Any) -> None:
         if id(module) in self.names:
-            self.stack.append(self.names[id(module)])
+            paths = self.names[id(module)]
+            caller = self.stack[-1] if self.stack else None
+            under = [p for p in paths if caller is not None and p.startswith(f"{caller}.")] if len(paths) > 1 else []
+            self.stack.append(min(under, key=len) if under else paths[0])
             self._publish()
 
     def _exit(self, module: Any, args: Any, output: Any) -> None:

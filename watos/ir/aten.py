@@ -26,6 +26,10 @@ _MATMUL = {"mm": "matmul", "bmm": "matmul", "addmm": "matmul", "baddbmm": "matmu
            "matmul": "matmul", "linear": "matmul", "addbmm": "matmul", "_scaled_mm": "matmul",
            "_grouped_mm": "matmul"}
 
+CONVOLUTIONS = {"convolution": "convolution", "convolution_backward": "convolution_backward",
+                "_convolution": "convolution", "cudnn_convolution": "convolution"}
+"""Convolutions: matmul-class ops (implicit GEMMs) with a name of their own (:mod:`watos.cost.convolution`)."""
+
 GROUPED_MM = "aten._grouped_mm"  # MoE experts: routed rows [m, k] x per-expert weights [E, k, n], group offsets
 
 
@@ -82,7 +86,7 @@ def kind_of(packet: str, pointwise: bool) -> OpKind:
     """Canonical kind of the ATen op packet ``packet`` (``pointwise``: it carries the ATen tag)."""
     if packet in VIEW_OPS:
         return OpKind.VIEW
-    if packet in _MATMUL:
+    if packet in _MATMUL or packet in CONVOLUTIONS:
         return OpKind.MATMUL
     if packet.startswith(_ATTENTION_PREFIXES):
         return OpKind.ATTENTION
@@ -103,6 +107,8 @@ def canonical_name(packet: str, overload: str) -> str:
     """Canonical target name: ATen aliases and overloads of one operation share one name."""
     if packet in VIEW_OPS:
         return _CANONICAL_VIEW.get(packet, packet)
+    if packet in CONVOLUTIONS:
+        return CONVOLUTIONS[packet]
     if packet in _MATMUL:
         return "matmul"
     if packet.startswith(_ATTENTION_PREFIXES):

@@ -106,7 +106,8 @@ def explore_html(result: dict, pareto: Path) -> str:
                                          ["best point", " ".join(f"{k}={v:g}" for k, v in sorted(best["point"].items()))
                                           if best else "no feasible point"]], id_="summary"))
     fronts = "".join(f"<h3>{escape(name.replace('_', ' '))}</h3>" + _points(front) for name, front in result["pareto"].items())
-    body = (f"{head}<h2>Pareto fronts</h2>{_image(pareto, 'Pareto fronts')}{fronts}"
+    picture = _image(pareto, "Pareto fronts") if pareto.exists() else "<p>No feasible point: no Pareto front.</p>"
+    body = (f"{head}<h2>Pareto fronts</h2>{picture}{fronts}"
             f"<h2>Every point</h2>{_points(result['points'])}")
     return _page(f"watos explore {', '.join(result['models'])} on {result['template']}", body)
 

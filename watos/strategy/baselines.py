@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 
 from watos.hardware.target import Mesh2D, Target, WeightStreaming, load_target
+from watos.plan import head_split_error
 from watos.strategy.problem import Problem, evaluate
 from watos.strategy.result import Outcome, plan_summary
 from watos.strategy.space import expert_degrees
@@ -27,15 +28,18 @@ GPU_TEMPLATE = "dgx-b200"
 GPUS = 8
 
 
-def megatron(problem: Problem) -> Outcome | None:
-    """Megatron-LM's recommended plan (module docstring), or None when nothing fits."""
+def megatron(problem: Problem) -> Outcome | str | None:
+    """Megatron-LM's recommended plan (module docstring), None when nothing fits, or why no shape divides."""
     info = problem.info
-    tp = max(t for t in (1, 2, 4, 8) if info["heads"] % t == 0 and problem.devices % t == 0
-             and (info["kv_heads"] % t == 0 or t % info["kv_heads"] == 0))
-    for pp in (p for p in range(1, info["layers"] + 1) if problem.devices % (tp * p) == 0):
+    tp = max(t for t in (1, 2, 4, 8) if problem.devices % t == 0
+             and head_split_error(t, info["heads"], info["kv_heads"]) is None)
+    depths = [p for p in range(1, info["layers"] + 1) if problem.devices % (tp * p) == 0
+              and problem.global_batch % (problem.devices // (tp * p)) == 0]
+    if not depths:
+        return (f"at tp={tp}, no pipeline depth up to the {info['layers']} blocks leaves a data-parallel degree "
+                f"dividing the global batch of {problem.global_batch} sequences")
+    for pp in depths:
         dp = problem.devices // (tp * pp)
-        if problem.global_batch % dp:
-            continue
         for recompute in ("none", "selective", "full"):
             fitting = []
             for mb in problem.micro_batch_sizes:
@@ -51,21 +55,23 @@ def megatron(problem: Problem) -> Outcome | None:
     return None
 
 
-def cerebras_ws(problem: Problem) -> Outcome | None:
-    """Weight streaming over the wafer's I/O with every die data parallel (module docstring)."""
+def cerebras_ws(problem: Problem) -> Outcome | str | None:
+    """Weight streaming over the wafer's I/O with every die data parallel (module docstring); why not, when
+    the batch does not split over the dies."""
     mesh = problem.target.topology
     if not isinstance(mesh, Mesh2D) or not mesh.io_bandwidth_gb_per_s:
         return None
     streamed = problem.target.model_copy(update={"weight_streaming": WeightStreaming(
         capacity_tb=1e3, bandwidth_gb_per_s=mesh.io_bandwidth_gb_per_s)})
     wafer = problem.on(streamed)
+    if problem.global_batch % problem.devices:
+        return (f"the global batch of {problem.global_batch} sequences is not a multiple of the {problem.devices} "
+                "dies, every one data parallel")
     per_die = problem.global_batch // problem.devices
     best = None
     for mb, recompute in itertools.product(sorted({m for m in (*problem.micro_batch_sizes, per_die) if m and per_die % m == 0}),
                                            ("none", "selective", "full")):
         plan = problem.plan(strategy="weight-streaming", dp=problem.devices, micro_batch=mb, recompute=recompute)
-        if problem.global_batch % problem.devices:
-            break
         cost = evaluate(wafer, plan)
         if cost["fits"] and (best is None or cost["step_time_s"] < best.cost["step_time_s"]):
             best = Outcome(plan, cost)
@@ -100,7 +106,9 @@ def run_baselines(problem: Problem) -> dict[str, dict]:
     results = {}
     for name, baseline in BASELINES.items():
         outcome = baseline(problem)
-        if outcome is None:
+        if isinstance(outcome, str):
+            results[name] = {"infeasible": outcome}
+        elif outcome is None:
             results[name] = {"infeasible": f"no plan it allows fits {problem.capacity / 1e9:.0f} GB per device"}
         else:
             target = equal_peak_gpus(problem.target).name if name == "megatron-gpu" else problem.target.name

@@ -37,7 +37,7 @@ from watos.strategy.result import (
     plan_key,
     plan_summary,
 )
-from watos.strategy.space import candidate_plans, every_plan, expert_degrees, shapes
+from watos.strategy.space import all_shapes, candidate_plans, every_plan, expert_degrees, shapes
 
 
 def with_gcmr(problem: Problem, plan: Plan, cost: dict) -> tuple[Plan, float] | None:
@@ -85,6 +85,8 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
     mesh = isinstance(problem.target.topology, Mesh2D)
     rejected: list[dict] = []
     screened: list[tuple[float, Plan]] = []
+    rejected += [{"shape": {"tp": tp, "pp": pp, "dp": dp}, "limited_by": reason}
+                 for tp, pp, dp, reason in all_shapes(problem) if reason is not None and reason.startswith("batch")]
     for tp, pp, dp in shapes(problem):
         states = min(problem.model_state_bytes(tp, pp, dp, z, max(expert_degrees(problem, dp)))
                      for z in ((0,) if dp == 1 else (1, 3)))
@@ -112,7 +114,8 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
             shown.append(plan_summary(outcome.plan, outcome.cost))
             screened.append((outcome.cost["step_time_s"], outcome.plan))
     if not screened:
-        raise WatosError(f"no plan fits {problem.target.name}: " + (rejected[0]["limited_by"] if rejected else "no shape divides"))
+        costed = [r["limited_by"] for r in rejected if not r["limited_by"].startswith("batch")]
+        raise WatosError(f"no plan fits {problem.target.name}: " + (costed[0] if costed else _why_no_shape(problem)))
     screened.sort(key=lambda e: (e[0], plan_key(e[1])))
     exact = _exact(problem, [p for _, p in screened[:keep]], mesh, observe)
     outcomes = distinct(exact + _refine(problem, exact, seed, generations, keep, observe), config_key)
@@ -120,6 +123,16 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
     return {"best": plan_summary(best.plan, best.cost),
             "runners_up": [plan_summary(o.plan, o.cost) for o in runners],
             "rejected": rejected, "evaluated": len(screened), "considered": shown}
+
+
+def _why_no_shape(problem: Problem) -> str:
+    """Why no (tp, pp, dp) using every device divides the model and the batch: tp = pp = 1 always splits the
+    model, so it is the batch, which none of the data-parallel degrees the model allows divides."""
+    allowed = [(tp, dp) for tp, _, dp, reason in all_shapes(problem) if reason is None or reason.startswith("batch")]
+    degrees = ", ".join(str(dp) for dp in sorted({dp for _, dp in allowed}))
+    return (f"the data-parallel degrees that the model's {problem.info['heads']} attention heads and "
+            f"{problem.info['layers']} blocks leave on {problem.devices} devices ({degrees}) do not divide the "
+            f"global batch of {problem.global_batch} sequences")
 
 
 def _screen(problem: Problem, plan: Plan) -> Outcome | str:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from watos.hardware.target import Mesh2D
 from watos.network.placement import PLACEMENTS
-from watos.plan import RECOMPUTE_POLICIES, Plan
+from watos.plan import RECOMPUTE_POLICIES, Plan, head_split_error
 from watos.strategy.problem import Problem, plan_error
 
 
@@ -18,14 +18,24 @@ def divisors(n: int) -> list[int]:
 
 def shapes(problem: Problem) -> Iterator[tuple[int, int, int]]:
     """(tp, pp, dp) using every device, tp dividing the heads, pp at most the blocks, dp the batch."""
+    return ((tp, pp, dp) for tp, pp, dp, reason in all_shapes(problem) if reason is None)
+
+
+def all_shapes(problem: Problem) -> Iterator[tuple[int, int, int, str | None]]:
+    """Every (tp, pp, dp) that uses every device, with why it cannot split the model or the batch (None: it can)."""
     info = problem.info
     for tp in divisors(problem.devices):
-        if info["heads"] % tp or (info["kv_heads"] % tp and tp % info["kv_heads"]):
-            continue
+        heads = head_split_error(tp, info["heads"], info["kv_heads"])
         for pp in divisors(problem.devices // tp):
             dp = problem.devices // (tp * pp)
-            if pp <= info["layers"] and problem.global_batch % dp == 0:
-                yield tp, pp, dp
+            if heads is not None:
+                yield tp, pp, dp, heads
+            elif pp > info["layers"]:
+                yield tp, pp, dp, f"pp={pp} exceeds the {info['layers']} blocks"
+            elif problem.global_batch % dp:
+                yield tp, pp, dp, f"batch: the global batch of {problem.global_batch} sequences is not a multiple of dp={dp}"
+            else:
+                yield tp, pp, dp, None
 
 
 def expert_degrees(problem: Problem, dp: int) -> list[int]:
