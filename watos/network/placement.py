@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Literal, get_args
 
 from watos.errors import WatosError
-from watos.network.collectives import route_xy
+from watos.network.routing import route_xy
 
 Placement = Literal["row_major", "snake", "compact", "optimized"]
 PLACEMENTS: tuple[Placement, ...] = get_args(Placement)
