@@ -213,16 +213,17 @@ class Target(StrictModel):
         which has any number)."""
         return None if isinstance(self.topology, Switched) else self.devices_per_system * self.wafers
 
-    def sliced(self, chips: int, slices: int = 1) -> "Target":
-        """This torus target as ``slices`` slices of ``chips`` chips each, in the shape ``slice_shapes`` gives
-        (an error names the sizes it has)."""
+    def sliced(self, chips: int, slices: int = 1, shape: list[int] | None = None) -> "Target":
+        """This torus target as ``slices`` slices of ``chips`` chips each, in ``shape`` or the shape
+        ``slice_shapes`` gives for that many chips (an error names the sizes it has)."""
         torus = self.topology
         if not isinstance(torus, Torus):
             raise WatosError(f"target {self.name}: only a torus target has slices")
-        if math.prod(torus.shape) != chips and chips not in torus.slice_shapes:
+        if shape is None:
+            shape = torus.shape if math.prod(torus.shape) == chips else torus.slice_shapes.get(chips)
+        if shape is None or math.prod(shape) != chips:
             raise WatosError(f"target {self.name}: no slice shape for {chips} chips; it has "
                              f"{', '.join(map(str, sorted(torus.slice_shapes)))}")
-        shape = torus.shape if math.prod(torus.shape) == chips else torus.slice_shapes[chips]
         if slices > 1 and self.systems is None:
             raise WatosError(f"target {self.name}: {slices} slices need a data-centre network (systems)")
         systems = self.systems.model_copy(update={"count": slices}) if self.systems else None

@@ -58,7 +58,8 @@ def _transfer(problem: Problem, plan: Plan) -> Callable[[int, int, float], float
     (on compact placement: the final placement is optimised for the pairs afterwards)."""
     mesh = problem.target.topology
     group = plan.tp * plan.cp
-    dies = place("compact", mesh.rows, mesh.cols, group, plan.dp, plan.pp, wafers=problem.target.wafers)
+    dead = frozenset(problem.target.faults.dead_dies) if problem.target.faults else frozenset()
+    dies = place("compact", mesh.rows, mesh.cols, group, plan.dp, plan.pp, wafers=problem.target.wafers, dead=dead)
     pipelines = parallel_groups(plan.tp, plan.cp, plan.dp, plan.pp)["pp"]
 
     @functools.cache
@@ -86,14 +87,14 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
                                            f"has {problem.capacity / 1e9:.3g}"})
             continue
         for plan in candidate_plans(problem, tp, pp, dp, "compact" if mesh else "row_major"):
-            outcome = _screen(problem, plan)
+            outcome = screen(problem, plan)
             if isinstance(outcome, str):
                 rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp}, "plan": plan_json(plan), "limited_by": outcome})
             else:
                 screened.append((outcome.cost["step_time_s"], outcome.plan))
     shown = []
     for plan in considered:
-        outcome = _screen(problem, plan)
+        outcome = screen(problem, plan)
         if isinstance(outcome, str):
             shown.append({"plan": plan_json(plan), "limited_by": outcome})
         else:
@@ -110,7 +111,7 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
             "rejected": rejected, "evaluated": len(screened), "considered": shown}
 
 
-def _screen(problem: Problem, plan: Plan) -> Outcome | str:
+def screen(problem: Problem, plan: Plan) -> Outcome | str:
     """The plan with GCMR's recompute and borrowing and its cost, or the one-line reason it cannot run."""
     if error := plan_error(problem, plan):
         return error
