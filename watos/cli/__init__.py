@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from watos.cli import compile, explore, listing, search, trace, validate
+from watos.cli import compile, explore, faults, listing, search, trace, validate
 from watos.errors import WatosError
 
 EXIT_USER_ERROR = 2
-COMMANDS = (trace, compile, validate, search, explore)
+COMMANDS = (trace, compile, validate, search, explore, faults)
 
 
 def build_parser() -> argparse.ArgumentParser:
