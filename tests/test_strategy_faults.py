@@ -91,3 +91,11 @@ def test_a_fault_study_needs_a_wafer():
     problem = watos.make_problem(LLAMA, watos.load_target("dgx-a100-80g"), seq=256, devices=8)
     with pytest.raises(WatosError, match="not a wafer"):
         fault_study(problem, [(0.1, 0.1)], samples=2)
+
+
+def test_bad_fault_flags_are_one_line_and_exit_code_2(capsys):
+    from watos.cli import main
+
+    for flags in (["--rates", "0,x"], ["--rates", "1.5"], ["--faults", "cores=0.1"]):
+        assert main(["faults", "gpt2", "--target", "watos-config3", *flags]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
