@@ -2,8 +2,9 @@
 
 On a switched target (GPU nodes) ranks sit where the launcher puts them, rank r on device r, and the
 pass records that. On a wafer with dead dies the plan's ``fault_policy`` chooses between placing on the
-working dies only and moving the dead dies' ranks to neighbours. Writes ``analyses["placement"]`` (:class:`~watos.ir.analyses.PlacementMap`): the
-strategy, the die of every rank, and the mean hops of a pipeline send.
+working dies only and moving the dead dies' ranks to neighbours. Writes ``analyses["placement"]``
+(:class:`~watos.ir.analyses.PlacementMap`): the strategy, the die of every rank, the mean hops of a
+pipeline send, and how crowded and slowed the busiest die is.
 """
 from __future__ import annotations
 

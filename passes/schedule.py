@@ -140,7 +140,8 @@ class Schedule(Pass):
             recomputed_flops=recomputed_flops(times, segments, policies) * c.micro_batches * c.dp,
             executed_flops=executed_flops(times, segments, policies, per_stage_runs),
             # a die running several ranks (dead neighbours' work moved onto it) holds all their memory
-            peak_memory_bytes=max(st["memory"]["total_bytes"] for st in stages) * graph.analyses["placement"].crowding,
+            peak_memory_bytes=max(st["memory"]["total_bytes"] for st in stages)
+            * graph.analyses["placement"].crowding,
             dram_bytes=traffic_per_step(times, segments, "dram", per_stage_runs, devices // c.pp),
             network_bytes=traffic_per_step(times, segments, "network", per_stage_runs, devices // c.pp),
             breakdown={

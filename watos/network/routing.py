@@ -5,9 +5,10 @@
   routing is deadlock-free on a mesh and, with the usual two virtual channels per ring, on a torus
   (Dally & Seitz 1987). A mesh with switch dies takes the switch when that is fewer hops (ties: the mesh).
 * Any other graph (dies or links dead) routes by the **up*/down*** turn model (Schroeder et al., Autonet,
-  1991): a breadth-first tree from the lowest working device (of the largest connected part) orders the nodes (depth, then index); a link
-  is *up* when it leads to an earlier node; a legal route takes up links, then only down links, which
-  breaks every cycle of channel dependencies, so the routes are deadlock-free on any connected graph.
+  1991): a breadth-first tree from the lowest working device (of the largest connected part) orders the
+  nodes (depth, then index); a link is *up* when it leads to an earlier node; a legal route takes up links,
+  then only down links, which breaks every cycle of channel dependencies, so the routes are deadlock-free
+  on any connected graph.
   The route is the shortest legal one (ties: the lowest nodes first).
 """
 from __future__ import annotations

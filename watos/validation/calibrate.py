@@ -2,8 +2,8 @@
 
 What is fitted (:data:`KNOBS`) is a short list per owner: per chip (a target whose efficiency others borrow:
 ``dgx-a100-80g`` for the A100, ``dgx-h100-80g`` for the H100, ``dgx-b200`` for Blackwell, ``cerebras-cs2`` for
-the WSE, ``tpu-v5p`` and ``tpu-v5e`` for the TPUs), its GEMM ceiling and saturation, memory and network efficiencies; per stack, its host time per kernel
-and the overlap factors it states. An owner is fitted on the cases it affects — a chip on the runs of every
+the WSE, ``tpu-v5p`` and ``tpu-v5e`` for the TPUs), its GEMM ceiling and saturation, memory and network
+efficiencies; per stack, its host time per kernel and the overlap factors it states. An owner is fitted on the cases it affects — a chip on the runs of every
 target that borrows it, a stack on the runs of every framework it stands for — never per case. The
 objective of a group is the mean absolute error of its cases plus half the excess of its worst case over
 10 % (a case no plan fits counts as −100 %), plus the price of moving its knobs from their priors

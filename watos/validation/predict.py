@@ -54,7 +54,8 @@ def stack_of(case: Case, stacks: Stacks = load_stack) -> tuple[str | None, str |
                   "features the case states")
 
 
-def case_plans(case: Case, limits: dict[str, int], stack: str | None, tp_shards_activations: bool = False) -> list[Plan]:
+def case_plans(case: Case, limits: dict[str, int], stack: str | None,
+               tp_shards_activations: bool = False) -> list[Plan]:
     """Every plan the case allows: its published knobs, and each choice for those left null (weight streaming:
     a system runs its whole batch per layer, so the micro-batch is the batch per system). A stack whose tensor
     parallelism shards the activations between layers (``tp_shards_activations``) runs it as sequence
