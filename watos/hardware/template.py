@@ -13,7 +13,9 @@ of the remaining edge, and energies. A *point* overrides any of its numeric fiel
     peak            = compute area · TFLOPS/mm²;   SRAM = SRAM area · MB/mm²
     D2D edge        = die perimeter − stacks · stack shoreline;  per edge and direction: D2D edge/4 · GB/s per mm
     die yield       = Poisson: no defect outside the cores, at most ``spare_cores_per_die`` defective cores
-                      (whose work the spares take; the peak counts only the other cores); reported
+                      (whose work the spares take; the peak counts only the other cores); reported, with
+                      the expected working dies per wafer (dies · yield): a fault map of ``watos faults``
+                      with die rate 1 − yield is a wafer as built (:mod:`watos.network.faults`)
     mesh-switch     = ``switch_block`` k > 0: a switch die per k x k block (``mesh_switch``); each die gives
                       ``switch_port_shoreline_mm`` of its D2D edge to its switch port (port bandwidth = that
                       shoreline · GB/s per mm) and the switches' area comes off the wafer's width, so
@@ -155,7 +157,7 @@ def derive(template: Template, point: dict[str, Any]) -> dict[str, float]:
             "d2d_gb_per_s_per_edge": d2d_edge / 4 * t.d2d_gb_per_s_per_mm,
             "switch_port_gb_per_s": port * t.d2d_gb_per_s_per_mm,
             "compute_area_mm2": compute_area * rows * cols,
-            "die_yield": die_yield}
+            "die_yield": die_yield, "expected_working_dies": rows * cols * die_yield}
 
 
 def _redundancy(t: Template, compute_area: float, area: float) -> tuple[float, float]:
