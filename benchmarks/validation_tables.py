@@ -7,8 +7,11 @@ against what was measured, the errors per framework and per hardware class, memo
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 
 import watos
+from watos.validation.calibrate import KNOBS, Calibration, owners_of
+from watos.validation.cases import load_cases
 
 
 def _pct(x: float | None) -> str:
@@ -20,6 +23,16 @@ def _summary_table(title: str, groups: dict) -> list[str]:
     lines += [f"| {name} | {g['cases']} | {g['mean_abs_error']:.1%} | {g['max_abs_error']:.1%} |"
               for name, g in groups.items()]
     return lines
+
+
+def calibration_table(cases_path: str) -> list[str]:
+    """Every calibrated knob: its prior, its shipped value and how many public cases fitted it."""
+    fitted_on = Counter(owner for case in load_cases(cases_path) for owner in owners_of(case))
+    shipped = Calibration.shipped()
+    lines = ["| owner | knob | prior | calibrated | cases it was fitted on |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {k.owner} | {'.'.join(k.path)} | {k.prior:g} | {shipped.value(k):g} | {fitted_on[k.owner]} |"
+              for k in KNOBS]
+    return lines + [""]
 
 
 def tables(result: dict) -> list[str]:
@@ -65,7 +78,8 @@ def main() -> None:
     parser.add_argument("cases", help="a validation file (public.json, public_v2.json)")
     parser.add_argument("--leave-one-source-out", action="store_true")
     args = parser.parse_args()
-    print("\n".join(tables(watos.validate(args.cases, leave_one_source_out=args.leave_one_source_out))))
+    result = watos.validate(args.cases, leave_one_source_out=args.leave_one_source_out)
+    print("\n".join(calibration_table(args.cases) + tables(result)))
 
 
 if __name__ == "__main__":

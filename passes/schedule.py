@@ -97,13 +97,23 @@ class Schedule(Pass):
                                        sw.fsdp_prefetch),
                     "pp": under(2 * c.interleave * p2p, work(s, policy), sw.p2p_overlap)}
 
-        def stage_time(s: int, policy: str) -> float:
-            """One micro-batch through stage s: its compute and recompute, its exposed communication, the slowdown
-            of the compute that hides the rest, and gradient accumulation."""
+        def stage_parts(s: int, policy: str) -> dict[str, float]:
+            """One micro-batch through stage s, part by part (seconds): its forward and backward compute and
+            recompute, its exposed communication by phase (TP's exposed share split by phase as TP is), the
+            slowdown of the compute that hides the rest, and gradient accumulation."""
             shown = exposures(s, policy)
-            return (work(s, policy) + sum(stage_sum(s, k) for k in _EXPOSED_COMM)
-                    + sum(e.exposed for e in shown.values()) + contention(sum(e.hidden for e in shown.values()), sw.contention)
-                    + c.grad_accumulation_bytes * memory[s]["parameters"] / dram)
+            tp_exposed = 1 - sw.tp_comm_hidden
+            return {"forward": stage_sum(s, "fwd"), "backward": stage_sum(s, "bwd"),
+                    "recompute": stage_sum(s, f"recompute:{policy}"),
+                    **{f"{group}_comm_{phase}": stage_sum(s, f"{group}_comm_{phase}") * (tp_exposed if group == "tp" else 1)
+                       for group in ("tp", "cp", "ep") for phase in ("fwd", "bwd")},
+                    "zero_comm": shown["zero"].exposed, "pp_comm": shown["pp"].exposed,
+                    "contention": contention(sum(e.hidden for e in shown.values()), sw.contention),
+                    "grad_accumulation": c.grad_accumulation_bytes * memory[s]["parameters"] / dram}
+
+        def stage_time(s: int, policy: str) -> float:
+            """One micro-batch through stage s: the sum of :func:`stage_parts`."""
+            return sum(stage_parts(s, policy).values())
 
         borrowed = self._borrowing(groups["pp"], dies)
         stages = []
@@ -117,6 +127,7 @@ class Schedule(Pass):
             stages.append({
                 "stage": s, "recompute": policies[s], "time_per_microbatch_s": time + max(0.0, transfer - time),
                 "forward_s": forward, "borrow_transfer_s": transfer,
+                "parts_s": {**stage_parts(s, policies[s]), "borrow_wait": max(0.0, transfer - time)},
                 "compute_per_microbatch_s": work(s, policies[s]),
                 "dp_comm_s": grad.exposed + grad.hidden + param.exposed + param.hidden,
                 "dp_exposed_s": grad.exposed + param.exposed + contention(grad.hidden + param.hidden, sw.contention),

@@ -75,6 +75,8 @@ class WeightStreaming(Pass):
         streamed = c.micro_batches * devices * 3 * sum(weights.get(w, 0.0) * n for w, n in segments)
         stages = [{"stage": 0, "recompute": policy, "time_per_microbatch_s": per_microbatch, "forward_s": forward,
                    "borrow_transfer_s": 0.0, "compute_per_microbatch_s": compute + recompute_s,
+                   "parts_s": {"compute": compute, "recompute": recompute_s,
+                               "weight_streaming": per_microbatch - compute - recompute_s},
                    "dp_comm_s": 0.0, "dp_exposed_s": 0.0, "optimizer_s": 0.0,
                    "memory": {"weights_bytes": buffers, "gradients_bytes": 0.0, "optimizer_bytes": 0.0,
                               "activations_bytes": activations, "workspace_bytes": 0.0,

@@ -115,7 +115,10 @@ def test_stack_flag_chooses_the_software_a_plan_runs_under(capsys, tmp_path):
         assert code == 0
         results[stack] = json.loads(out)
         assert results[stack]["stack"] == stack and results[stack]["plan"]["stack"] == stack
-    assert results["megatron-core"]["step_time_s"] < results["megatron-lm"]["step_time_s"]
+    # The calibrated host time per kernel dominates a model this small, so compare the mechanism: Megatron-Core
+    # hides the gradient reduce under the backward, Megatron-LM 2021 waits for it.
+    exposed = {stack: r["breakdown_s"]["dp_exposed"] for stack, r in results.items()}
+    assert exposed["megatron-core"] < 0.5 * exposed["megatron-lm"]
     custom = tmp_path / "slow.yaml"
     custom.write_text("name: slow\ndescription: 1 ms per kernel\nkernels: {attention: flash}\n"
                       "overheads: {kernel_us: 1000, captured_kernel_us: 1000}\n")

@@ -19,7 +19,7 @@ from watos import WatosError
 from watos.exploration.executors import _pipeline, run_all
 from watos.exploration.pareto import pareto_front
 from watos.exploration.store import FORMAT, ResultStore, point_key
-from watos.report.pictures import write_pareto_png
+from watos.report.pareto_picture import write_pareto_png
 
 # store ------------------------------------------------------------------------------
 

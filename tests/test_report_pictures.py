@@ -1,7 +1,6 @@
-"""Pipeline timelines (watos.report.timeline), the Chrome trace (watos.report.chrome_trace) and the pictures
-of a report (watos.report.pictures)."""
+"""Pipeline timelines (watos.report.timeline) and the mesh picture's data (watos.report.pictures); the outputs
+of real runs are tested in test_report_outputs.py."""
 import itertools
-import json
 from collections import Counter
 
 import numpy as np
@@ -9,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watos.report.chrome_trace import chrome_trace, write_chrome_trace
-from watos.report.pictures import mesh_figure_data, write_mesh_png
+from watos.report.pictures import mesh_figure_data
 from watos.report.timeline import makespan, pipeline_events
 
 TF, TB = 1.0, 2.0
@@ -107,52 +105,11 @@ def report() -> dict:
              {"src": [0, 0], "dst": [1, 0], "bytes": 2e9, "busy": 0.7},
              {"src": [0, 1], "dst": [0, 0], "bytes": 1e9, "busy": 0.25},
              {"src": [1, 1], "dst": [1, 0], "bytes": 1e9, "busy": 0.05}]
-    events = pipeline_events([1e-3, 1e-3], [2e-3, 2e-3], 4, p2p_s=1e-5)
-    timeline = {"stage_dies": {"0": [0, 3], "1": [1, 4]}, "events": events,
-                "dma": [{"die": 2, "name": "weights in", "start_s": 0.0, "dur_s": 5e-4}],
-                "links": [{"src": [0, 0], "dst": [0, 1], "name": "p2p F0", "start_s": 1e-3, "dur_s": 1e-5}]}
-    return {"target": "toy-2x3", "mesh": {"rows": rows, "cols": cols}, "step_time_s": makespan(events),
-            "dies": dies, "links": links, "timeline": timeline}
+    return {"target": "toy-2x3", "mesh": {"rows": rows, "cols": cols}, "dies": dies, "links": links,
+            "plan": {"borrow": [{"sender": 1, "helper": 0, "gb": 2.0}]}}
 
 
-def test_chrome_trace_schema(report, tmp_path):
-    trace = chrome_trace(report)
-    assert trace["displayTimeUnit"] == "ms" and isinstance(trace["traceEvents"], list)
-    for e in trace["traceEvents"]:
-        assert e["ph"] in {"X", "C", "M"} and isinstance(e["pid"], int) and isinstance(e["name"], str)
-        if e["ph"] == "X":
-            assert e["tid"] in (0, 1, 2) and e["ts"] >= 0 and e["dur"] >= 0
-            assert all(isinstance(e[key], float) for key in ("ts", "dur"))
-        elif e["ph"] == "C":
-            assert e["ts"] == 0 and all(isinstance(x, float) for x in e["args"].values())
-        else:
-            assert e["name"] in {"process_name", "thread_name"} and isinstance(e["args"]["name"], str)
-    assert json.loads(json.dumps(trace, allow_nan=False)) == trace
-    path = tmp_path / "trace.json"
-    write_chrome_trace(report, path)
-    assert json.loads(path.read_text()) == trace
-
-
-def test_chrome_trace_puts_each_event_where_it_ran(report):
-    events = chrome_trace(report)["traceEvents"]
-    names = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
-    assert names[4] == "die 4 (1,1)" and len(names) == 6
-    compute = Counter((e["pid"], e["name"]) for e in events if e["ph"] == "X" and e["tid"] == 0)
-    assert compute == Counter({(die, f"{k}{i}"): 1 for die in (0, 1, 3, 4) for k in "FB" for i in range(4)})
-    f0 = next(e for e in events if e["pid"] == 1 and e["name"] == "F0")
-    assert f0["ts"] == pytest.approx(1e3 + 10) and f0["dur"] == pytest.approx(1e3)
-    (link,) = [e for e in events if e["ph"] == "X" and e["tid"] == 1]
-    (dma,) = [e for e in events if e["ph"] == "X" and e["tid"] == 2]
-    assert (link["pid"], link["name"], dma["pid"], dma["name"]) == (0, "p2p F0", 2, "weights in")
-
-
-def test_interleaved_events_name_their_chunk(report):
-    report["timeline"]["events"] = pipeline_events([1e-3] * 2, [2e-3] * 2, 2, interleave=2, kind="interleaved")
-    names = {e["name"] for e in chrome_trace(report)["traceEvents"] if e["ph"] == "X"}
-    assert {"F0.c0", "F0.c1", "B1.c1"} <= names
-
-
-def test_mesh_numbers_match_the_report(report, tmp_path):
+def test_mesh_numbers_match_the_report(report):
     data = mesh_figure_data(report)
     for d in report["dies"]:
         at = d["row"], d["col"]
@@ -162,9 +119,7 @@ def test_mesh_numbers_match_the_report(report, tmp_path):
         outgoing = [link["busy"] for link in report["links"] if tuple(link["src"]) == at]
         assert data["link_load"][at] == pytest.approx(100 * max(outgoing, default=0.0))
     np.testing.assert_allclose(data["link_load"], [[70, 25, 0], [0, 5, 0]])
-    path = tmp_path / "mesh.png"
-    write_mesh_png(report, path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data["borrow"] == [((0.5, 1.0), (0.5, 0.0), 2.0)]  # from the centre of stage 1's dies to stage 0's
 
 
 def test_mesh_needs_one_die_per_cell(report):

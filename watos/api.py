@@ -32,6 +32,7 @@ from watos.plan import Plan, Routing, check_plan, make_plan, routing_note, softw
 from watos.strategy.baselines import run_baselines
 from watos.strategy.problem import Problem, make_problem
 from watos.strategy.result import SearchResult
+from watos.strategy.search import Observer
 from watos.strategy.search import search as search_plans
 from watos.validation.report import ValidationResult
 from watos.validation.run import validate as validate_file
@@ -111,9 +112,11 @@ def compile(model: Any, target: Target | str, plan: Plan | dict, *, seq: int = 2
 
 def search(model: Any, target: Target | str | None = None, *, seq: int = 4096, global_batch: int | None = None,
            dtype: str = "bf16", devices: int | None = None, routing: Routing | dict | None = None, seed: int = 0,
-           considered: Sequence[Plan | dict] = (), baselines: bool = True, generations: int = 3) -> SearchResult:
+           considered: Sequence[Plan | dict] = (), baselines: bool = True, generations: int = 3,
+           observe: Observer | None = None) -> SearchResult:
     """The fastest plan for ``model`` on ``target`` (or a prepared :class:`~watos.strategy.problem.Problem`),
-    the runners-up, what limited the rejected shapes, the ``considered`` plans, and the baselines."""
+    the runners-up, what limited the rejected shapes, the ``considered`` plans, and the baselines; ``observe``
+    hears of every plan the search costs (:data:`~watos.strategy.search.Observer`)."""
     if isinstance(model, Problem):
         problem = model
     else:
@@ -124,12 +127,14 @@ def search(model: Any, target: Target | str | None = None, *, seq: int = 4096, g
                                else Routing(**routing))
     given = [_plan({"global_batch": problem.global_batch, "routing": problem.routing.model_dump(), **p})
              if isinstance(p, dict) else p for p in considered]
-    found = search_plans(problem, seed=seed, considered=given, generations=generations)
+    found = search_plans(problem, seed=seed, considered=given, generations=generations, observe=observe)
     traced = problem.traced(1)
     result: SearchResult = {"model": traced.model.name, "target": problem.target.name,
                             "stack": problem.software.stack, "devices": problem.devices,
                             "global_batch": problem.global_batch, "seq": traced.model.seq_len, **found}
     if baselines:
+        if observe:
+            observe("baselines", None, "")  # a phase without plans of its own: the baselines are costed next
         result["baselines"] = run_baselines(problem)
     if note := routing_note(traced, problem.routing):
         result["moe_routing"] = note

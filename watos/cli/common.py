@@ -1,5 +1,5 @@
 """What several commands share: the model argument, ``--plugin``, ``--stack``, the MoE routing flags, ``--dump-ir``
-staging."""
+staging, ``--csv``, and the progress line a long command shows on a terminal."""
 from __future__ import annotations
 
 import argparse
@@ -70,3 +70,41 @@ def staged_dumps(directory: str | None) -> Iterator[list[Any]]:
         return
     with staged_files(directory, "--dump-ir", stale="[0-9][0-9][0-9]_*") as staging:
         yield [DumpIR(staging)]
+
+
+def add_csv_flag(p: argparse.ArgumentParser, rows: str) -> None:
+    """``--csv FILE``: one row per ``rows`` (columns in docs/report.md)."""
+    p.add_argument("--csv", metavar="FILE", help=f"also write {rows} to FILE as CSV, one row each (docs/report.md)")
+
+
+class Activity:
+    """A running command's progress line (:func:`activity`): ``say`` what it is doing, ``advance`` its count,
+    give its ``total`` when known."""
+
+    def __init__(self, bar: Any, task: Any) -> None:
+        self._bar, self._task = bar, task
+
+    def say(self, text: str) -> None:
+        self._bar.update(self._task, description=text)
+
+    def advance(self, steps: int = 1) -> None:
+        self._bar.advance(self._task, steps)
+
+    def total(self, n: int | None) -> None:
+        self._bar.update(self._task, total=n)
+
+
+@contextlib.contextmanager
+def activity(description: str, unit: str = "") -> Iterator[Activity]:
+    """What a long command is doing, on stderr while stderr is a terminal (nothing otherwise): a rich progress
+    line with a spinner, ``description``, a count of ``unit`` (a bar once the total is known) and the time
+    elapsed."""
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    counted = [BarColumn(bar_width=16), MofNCompleteColumn(), TextColumn(unit)] if unit else []
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), *counted, TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
+        yield Activity(bar, bar.add_task(description, total=None))

@@ -8,6 +8,7 @@ from typing import Any
 from watos.cli.common import (
     MODEL_HELP,
     TARGET_HELP,
+    activity,
     add_plugin_flag,
     add_routing_flags,
     add_stack_flag,
@@ -65,7 +66,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import watos
     from watos.plan import load_plan, make_plan
-    from watos.report.tables import print_compile
+    from watos.report.plan_tables import print_compile
 
     load_plugins(args)
     target = watos.load_target(args.target)
@@ -74,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
     if (stack := checked_stack(args)) is not None:
         fields["stack"] = stack
     plan = make_plan({**fields, "routing": routing_fields(args, fields)})
-    with staged_dumps(args.dump_ir) as instruments:
+    with staged_dumps(args.dump_ir) as instruments, activity(f"tracing, lowering and costing {args.model}"):
         result = watos.compile(args.model, target, plan, seq=args.seq, dtype=args.dtype, instruments=instruments)
     if args.json:
         print(json.dumps(result, sort_keys=True, default=float))
     else:
-        print_compile(result)
+        print_compile(result, target)
     return 0

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from watos.cli.common import MODEL_HELP, add_stack_flag, checked_stack
+from watos.cli.common import MODEL_HELP, activity, add_csv_flag, add_stack_flag, checked_stack
 from watos.errors import WatosError
 
 NAME = "explore"
@@ -35,38 +34,42 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     p.add_argument("--seed", type=int, default=0)
     add_stack_flag(p)
-    p.add_argument("--out", metavar="DIR", help="write explore.json and pareto.png")
+    p.add_argument("--out", metavar="DIR", help="write explore.json, pareto.png and report.html")
+    add_csv_flag(p, "every hardware point swept with its figures")
     p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import Progress
-
     import watos
     from watos.exploration.sweep import load_space
-    from watos.report.tables import print_explore
+    from watos.report.csv_rows import explore_rows, write_csv
+    from watos.report.plan_tables import print_explore
 
     template = watos.load_template(args.template)
     space = load_space(args.space, template) if args.space else None
     if args.workers < 1 or args.budget < 1 or args.batch_per_die < 1 or args.seq < 1:
         raise WatosError("--workers, --budget, --batch-per-die and --seq must be positive")
-    with Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task("hardware points", total=None)
+    with activity(f"sweeping {args.template} for {', '.join(args.models)}", "hardware points") as shown:
+        planned = [0]
 
         def progress(done: int | None, total: int | None) -> None:
             if total is None:
-                bar.advance(task)
+                shown.advance()
             else:
-                bar.update(task, total=(bar.tasks[0].total or 0) + total, advance=done)
+                planned[0] += total
+                shown.total(planned[0])
+                shown.advance(done)
 
         result = watos.explore(args.template, args.models, space, objective=args.objective, seq=args.seq,
                                dtype=args.dtype, batch_per_die=args.batch_per_die, executor=args.executor,
                                workers=args.workers, ray_address=args.ray_address, store_path=args.store,
                                budget=args.budget, seed=args.seed, stack=checked_stack(args), progress=progress)
-    if args.out:
-        _write_outputs(result, args.out, args.models)
+        if args.out:
+            shown.say(f"writing {args.out}/")
+            _write_outputs(result, args.out, args.models)
+    if args.csv:
+        write_csv(args.csv, *explore_rows(result))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
@@ -75,12 +78,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_outputs(result: dict, directory: str, models: list[str]) -> None:
-    """``--out DIR``: explore.json and pareto.png, written together or not at all."""
+    """``--out DIR``: explore.json, pareto.png and report.html, written together or not at all."""
     from watos.exploration.sweep import FRONTS
     from watos.files import staged_files
-    from watos.report.pictures import write_pareto_png
+    from watos.report.html import explore_html
+    from watos.report.pareto_picture import write_pareto_png
 
     with staged_files(directory, "--out") as staging:
         (staging / "explore.json").write_text(json.dumps(result, sort_keys=True, indent=1) + "\n")
         write_pareto_png([p for p in result["points"] if "infeasible" not in p], list(FRONTS),
-                         staging / "pareto.png", title=f"{result['template']}: {', '.join(models)}")
+                         staging / "pareto.png", title=f"{', '.join(models)} on {result['template']}: "
+                                                       f"{result['feasible']} of {result['evaluated']} points feasible")
+        (staging / "report.html").write_text(explore_html(result, staging / "pareto.png"))

@@ -8,6 +8,8 @@ from typing import Any
 from watos.cli.common import (
     MODEL_HELP,
     TARGET_HELP,
+    activity,
+    add_csv_flag,
     add_plugin_flag,
     add_routing_flags,
     add_stack_flag,
@@ -18,6 +20,9 @@ from watos.cli.common import (
 from watos.errors import WatosError
 
 NAME = "search"
+PHASES = {"screen": "costing every shape and knob", "considered": "costing the --consider plans",
+          "placement": "placing the best on the mesh", "refine": "refining (evolutionary)",
+          "baselines": "costing the baselines"}
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -40,7 +45,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="also evaluate this plan (a plan YAML file, or fields such as tp=4,pp=14,dp=4,ep=4) and "
                         "show its cost; repeatable")
     add_plugin_flag(p)
-    p.add_argument("--out", metavar="DIR", help="write report.json, trace.json (Chrome/Perfetto) and mesh.png")
+    p.add_argument("--out", metavar="DIR", help="write report.json, trace.json (Chrome/Perfetto), mesh.png (devices.png on GPUs) "
+                                             "and report.html")
+    add_csv_flag(p, "every plan the search costed (and every shape it pruned) with its cost")
     p.add_argument("--json", action="store_true", help="print one JSON object (sorted keys)")
     return p
 
@@ -48,23 +55,40 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import watos
     from watos.plan import make_plan
-    from watos.report.tables import print_search
+    from watos.report.csv_rows import SEARCH_COLUMNS, pruned_rows, search_row, write_csv
+    from watos.report.plan_tables import print_search
 
     load_plugins(args)
     target = watos.load_target(args.target)
     if args.seq < 1 or (args.global_batch is not None and args.global_batch < 1):
         raise WatosError("--seq and --global-batch must be positive")
     considered = [_considered_fields(spec) for spec in args.consider]
-    problem = watos.make_problem(args.model, target, seq=args.seq, global_batch=args.global_batch, dtype=args.dtype,
-                                 devices=args.devices, routing=make_plan({"routing": routing_fields(args)}).routing,
-                                 stack=checked_stack(args))
-    result = watos.search(problem, seed=args.seed, considered=considered)
-    if args.out:
-        _write_report(problem, result, args.out, args.dtype)
+    rows: list[dict] = []
+    with activity(f"tracing {args.model}", "plans costed") as shown:
+        problem = watos.make_problem(args.model, target, seq=args.seq, global_batch=args.global_batch,
+                                     dtype=args.dtype, devices=args.devices,
+                                     routing=make_plan({"routing": routing_fields(args)}).routing,
+                                     stack=checked_stack(args))
+        best = [0.0]
+
+        def observe(phase: str, plan: Any, outcome: Any) -> None:
+            if plan is not None:
+                rows.append(search_row(phase, plan, outcome))
+                shown.advance()
+            if not isinstance(outcome, str) and outcome["fits"]:
+                best[0] = max(best[0], outcome["tokens_per_s"])
+            shown.say(f"{PHASES[phase]}; best so far {best[0]:,.0f} tokens/s")
+
+        result = watos.search(problem, seed=args.seed, considered=considered, observe=observe)
+        if args.out:
+            shown.say(f"writing {args.out}/")
+            _write_report(problem, result, args.out, args.dtype)
+    if args.csv:
+        write_csv(args.csv, SEARCH_COLUMNS, pruned_rows(result) + rows)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
-        print_search(result)
+        print_search(result, target)
     return 0
 
 
@@ -90,14 +114,16 @@ def _considered_fields(spec: str) -> dict:
 
 
 def _write_report(problem: Any, result: dict, directory: str, dtype: str) -> None:
-    """``--out DIR``: report.json (the result and the best plan's dies, links and timeline), trace.json and
-    mesh.png, written together or not at all."""
+    """``--out DIR``: report.json (the result and the best plan's devices, links, stages and timeline), trace.json,
+    the plan's picture (mesh.png on a wafer, devices.png on GPUs) and report.html, written together or not at
+    all."""
     from watos.files import staged_files
     from watos.pipelines import cost_plan
     from watos.plan import make_plan
     from watos.report.build import build_report
     from watos.report.chrome_trace import write_chrome_trace
-    from watos.report.pictures import write_mesh_png
+    from watos.report.html import search_html
+    from watos.report.pictures import write_plan_png
 
     plan = make_plan(result["best"]["plan"])
     costed = cost_plan(problem.lowered(plan.micro_batch), problem.target, plan, dtype=dtype)
@@ -105,4 +131,5 @@ def _write_report(problem: Any, result: dict, directory: str, dtype: str) -> Non
     with staged_files(directory, "--out") as staging:
         (staging / "report.json").write_text(json.dumps(report, sort_keys=True, indent=1) + "\n")
         write_chrome_trace(report, staging / "trace.json")
-        write_mesh_png(report, staging / "mesh.png")
+        picture = write_plan_png(report, staging)
+        (staging / "report.html").write_text(search_html(report, {"the plan on the target": staging / picture}))

@@ -3,7 +3,7 @@
 A point dominates another when it is at least as good on both objectives (higher
 ``maximize``, lower ``minimize``) and strictly better on one. The front keeps every
 point no other point dominates, so points equal on both objectives are all kept, in
-input order (drawn by :func:`watos.report.pictures.write_pareto_png`).
+input order (drawn by :func:`watos.report.pareto_picture.write_pareto_png`).
 """
 from __future__ import annotations
 

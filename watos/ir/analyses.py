@@ -207,13 +207,17 @@ class StageMemory(TypedDict, total=False):
 
 class StageMetrics(TypedDict, total=False):
     """One pipeline stage of a costed step: seconds per micro-batch and once per step, memory, and what each
-    recompute policy would cost it (``options``: GCMR chooses among them)."""
+    recompute policy would cost it (``options``: GCMR chooses among them). ``parts_s``: one micro-batch's
+    seconds part by part, adding up to ``time_per_microbatch_s`` (3D: forward, backward, recompute, exposed
+    communication by kind and phase, contention, gradient accumulation, waiting for borrowed checkpoints;
+    weight streaming: compute, recompute, streaming not hidden by compute)."""
 
     stage: int
     recompute: str
     time_per_microbatch_s: float
     forward_s: float
     borrow_transfer_s: float
+    parts_s: dict[str, float]
     compute_per_microbatch_s: float
     dp_comm_s: float
     dp_exposed_s: float

@@ -1,13 +1,15 @@
-"""The per-die picture of one costed plan: what ``report.json`` holds next to the search results, and
-what ``trace.json`` and ``mesh.png`` draw (:mod:`watos.report.pictures`).
+"""The per-device picture of one costed plan: what ``report.json`` holds next to the search results, and
+what ``trace.json``, ``mesh.png`` and ``report.html`` draw (:mod:`watos.report.chrome_trace`,
+:mod:`watos.report.pictures`, :mod:`watos.report.html`).
 
-Per die: its stage and role, DRAM used (the stage's memory with borrowed checkpoints moved to the
-helper), compute busy (the stage's compute and recompute over the step). Per directed mesh link: the
+Per device (die of a mesh, GPU of a switched target): its stage and role, DRAM used (the stage's memory
+with borrowed checkpoints moved to the helper) against the DRAM capacity and against what a plan may use
+(DRAM + SRAM), compute busy (the stage's compute and recompute over the step). Per directed mesh link: the
 bytes one step sends over it — every TP/CP collective of every block of every stage (re-run forward
-collectives counted under full recomputation), the data-parallel gradient collectives, the pipeline
-sends and the Sender/Helper checkpoint traffic, each routed as :mod:`watos.network.collectives` routes it — and its
-busy fraction (bytes / (bandwidth · step)). The timeline is the pipeline schedule of one step
-(:func:`watos.report.timeline.pipeline_events`) with the checkpoint DMA of Sender dies.
+collectives counted under full recomputation), the data-parallel gradient collectives, the pipeline sends
+and the Sender/Helper checkpoint traffic, each routed as :mod:`watos.network.collectives` routes it — split
+into the per-micro-batch and the once-per-step share, and its busy fraction (bytes / (bandwidth · step)).
+The timeline is :func:`watos.report.step.step_timeline`, with counters of the busiest links' load.
 """
 from __future__ import annotations
 
@@ -19,11 +21,15 @@ from watos.hardware.target import Mesh2D, Target
 from watos.ir import Graph, OpKind, Phase
 from watos.network.collectives import link_loads
 from watos.plan import Plan
-from watos.report.timeline import pipeline_events
+from watos.report.labels import device_noun
+from watos.report.step import step_timeline
+
+BUSIEST_LINKS = 8
+"""How many of the busiest links get a load counter in the trace."""
 
 
 def build_report(graph: Graph, target: Target, plan: Plan) -> dict:
-    """Dies, links and the step's timeline of a costed graph (see module docstring)."""
+    """Devices, links, stages and the step's timeline of a costed graph (see module docstring)."""
     cost = graph.analyses["cost"]
     mesh = target.topology
     rows, cols = (mesh.rows * target.wafers, mesh.cols) if isinstance(mesh, Mesh2D) else (1, plan.devices)
@@ -37,7 +43,6 @@ def build_report(graph: Graph, target: Target, plan: Plan) -> dict:
         roles[die] = f"stage {stage} tp {position % plan.tp} cp {position // plan.tp} dp {replica}"
     stages = cost["stages"]
     step = cost["step_time_s"]
-    capacity = cost["memory_capacity_bytes_per_device"] / 1e9
     dies = []
     for die in range(rows * cols):
         s = stage_of_die.get(die)
@@ -45,19 +50,49 @@ def build_report(graph: Graph, target: Target, plan: Plan) -> dict:
         busy = (plan.micro_batches * stages[s].get("compute_per_microbatch_s", 0.0) / step
                 if s is not None and s < len(stages) else (1.0 - _exposed(cost) if s is not None else 0.0))
         dies.append({"die": die, "row": die // cols, "col": die % cols, "stage": s, "role": roles.get(die, "idle"),
-                     "dram_used_gb": memory.get("total_bytes", 0.0) / 1e9, "dram_capacity_gb": capacity,
+                     "dram_used_gb": memory.get("total_bytes", 0.0) / 1e9,
+                     "dram_capacity_gb": target.device.dram_capacity_gb,
                      "compute_busy": min(1.0, busy),
                      "borrowed_out_gb": memory.get("borrowed_out_bytes", 0.0) / 1e9,
                      "borrowed_in_gb": memory.get("borrowed_in_bytes", 0.0) / 1e9})
-    # Several wafers are drawn stacked, each with its own D2D links (wafer-to-wafer links are not drawn).
-    links = _link_bytes(graph, target, plan) if isinstance(mesh, Mesh2D) and plan.strategy == "3d" else {}
+    per_stage = group * plan.dp
+    stage_dies = {str(s): sorted(dies_of_rank[s * per_stage:(s + 1) * per_stage]) for s in range(len(stages))}
+    timeline = step_timeline(cost, plan, stage_dies)
+    phases = _link_bytes(graph, target, plan) if isinstance(mesh, Mesh2D) and plan.strategy == "3d" else {}
     bandwidth = (mesh.link_bandwidth_gb_per_s_per_direction * mesh.links_per_edge * 1e9
                  if isinstance(mesh, Mesh2D) else 1.0)
-    return {"target": target.name, "mesh": {"rows": rows, "cols": cols, "wafers": target.wafers}, "step_time_s": step,
-            "dies": dies,
-            "links": [{"src": [a, b], "dst": [c, d], "bytes": nbytes, "busy": min(1.0, nbytes / (bandwidth * step))}
-                      for (a, b, c, d), nbytes in sorted(links.items())],
-            "timeline": _timeline(cost, plan, dies_of_rank, group)}
+    links = [{"src": [a, b], "dst": [c, d], "bytes": sum(parts), "microbatch_bytes": parts[0], "step_bytes": parts[1],
+              "busy": min(1.0, sum(parts) / (bandwidth * step))} for (a, b, c, d), parts in sorted(phases.items())]
+    timeline["links"] = _link_counters(links, timeline, stages)
+    return {"model": graph.model.name, "target": target.name, "target_description": target.description,
+            "plan": plan.model_dump(mode="json"), "device_noun": device_noun(target),
+            "mesh": {"rows": rows, "cols": cols, "wafers": target.wafers}, "network": _network(target),
+            "memory_capacity_gb": cost["memory_capacity_bytes_per_device"] / 1e9,
+            "dram_capacity_gb": target.device.dram_capacity_gb, "sram_capacity_gb": target.device.sram_capacity_mb / 1e3,
+            "step_time_s": step, "breakdown_s": cost["breakdown_s"], "stages": [_stage_row(st) for st in stages],
+            "dies": dies, "links": links, "timeline": timeline}
+
+
+def _network(target: Target) -> dict:
+    """The topology as the pictures draw it: a mesh's link bandwidth and wafer-to-wafer links, or a switched
+    target's tiers."""
+    net = target.topology
+    if isinstance(net, Mesh2D):
+        w2w = target.systems.bandwidth_gb_per_s_per_direction if target.systems and target.wafers > 1 else None
+        return {"kind": "mesh2d", "link_gb_per_s_per_direction": net.link_bandwidth_gb_per_s_per_direction
+                * net.links_per_edge, "wafer_link_gb_per_s_per_direction": w2w}
+    return {"kind": "switched", "tiers": [{"name": t.name, "size": t.size,
+                                           "gb_per_s_per_direction": t.bandwidth_gb_per_s_per_direction}
+                                          for t in net.tiers]}
+
+
+def _stage_row(stage: dict) -> dict:
+    """One stage's time per micro-batch and memory per device, for the report's tables."""
+    memory = stage["memory"]
+    return {"stage": stage["stage"], "recompute": stage["recompute"],
+            "time_per_microbatch_s": stage["time_per_microbatch_s"], "parts_s": stage.get("parts_s", {}),
+            "dp_exposed_s": stage.get("dp_exposed_s", 0.0), "optimizer_s": stage.get("optimizer_s", 0.0),
+            "memory_gb": {k.removesuffix("_bytes"): v / 1e9 for k, v in memory.items() if k.endswith("_bytes")}}
 
 
 def _exposed(cost: dict) -> float:
@@ -65,19 +100,19 @@ def _exposed(cost: dict) -> float:
     return max(0.0, 1.0 - (breakdown["compute"] + breakdown["recompute"]) / cost["step_time_s"])
 
 
-def _link_bytes(graph: Graph, target: Target, plan: Plan) -> dict[tuple, float]:
-    """Bytes per directed link over one step (module docstring)."""
+def _link_bytes(graph: Graph, target: Target, plan: Plan) -> dict[tuple, tuple[float, float]]:
+    """(per-micro-batch bytes, once-per-step bytes) per directed link over one step (module docstring)."""
     groups = graph.analyses["sharding"].groups
     dies = graph.analyses["placement"].dies
     layout = graph.analyses["pipeline"]
     policies = graph.analyses["recompute"].policy
     per_stage = plan.tp * plan.cp * plan.dp
-    load: dict[tuple, float] = defaultdict(float)
+    load: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
 
-    def add(op: str, nbytes: float, members: list[list[int]], runs: float) -> None:
+    def add(op: str, nbytes: float, members: list[list[int]], runs: float, once: bool = False) -> None:
         if nbytes > 0 and runs > 0 and members and len(members[0]) > 1:
             for link, b in link_loads(target, op, nbytes, members, dies).items():
-                load[link] += b * runs
+                load[link][int(once)] += b * runs
 
     for s in range(plan.pp):
         counts = dict(stage_segments(layout, s))
@@ -88,32 +123,33 @@ def _link_bytes(graph: Graph, target: Target, plan: Plan) -> dict[tuple, float]:
             name = op.attrs["group"]
             members = [g for g in groups[name] if g[0] // per_stage == s]
             rerun = 2 if op.phase is Phase.FORWARD and op.block is not None and policies[s] == "full" else 1
-            runs = counts[where] if op.attrs.get("per_step") else plan.micro_batches * counts[where] * rerun
-            add(op.target, op.attrs["bytes"], members, runs)
+            once = bool(op.attrs.get("per_step"))
+            runs = counts[where] if once else plan.micro_batches * counts[where] * rerun
+            add(op.target, op.attrs["bytes"], members, runs, once)
     boundaries = [[g[s], g[s + 1]] for g in groups["pp"] for s in range(plan.pp - 1)]
     add("p2p", layout.p2p_bytes, boundaries, 2 * plan.interleave * plan.micro_batches)
     for b in plan.borrow:
         flight = in_flight(plan.pipeline_kind, plan.pp, plan.interleave, plan.micro_batches, b.sender)
         traffic = checkpoint_traffic(b.gb * 1e9, flight)
         add("p2p", traffic, [[g[b.sender], g[b.helper]] for g in groups["pp"]], plan.micro_batches)
-    return dict(load)
+    return {link: (parts[0], parts[1]) for link, parts in load.items()}
 
 
-def _timeline(cost: dict, plan: Plan, dies_of_rank: list[int], group: int) -> dict:
-    stages = cost["stages"]
-    per_stage = group * plan.dp
-    stage_dies = {str(s): sorted(dies_of_rank[s * per_stage:(s + 1) * per_stage]) for s in range(len(stages))}
-    if plan.strategy != "3d":
-        return {"stage_dies": stage_dies, "events": [], "dma": [], "links": []}
-    forward = [st["forward_s"] for st in stages]
-    backward = [st["time_per_microbatch_s"] - st["forward_s"] for st in stages]
-    events = pipeline_events(forward, backward, plan.micro_batches, interleave=plan.interleave, kind=plan.pipeline_kind)
-    dma = []
-    for e in events:
-        transfer = stages[e["stage"]].get("borrow_transfer_s", 0.0) / 2
-        if transfer <= 0:
-            continue
-        start = e["start_s"] + e["dur_s"] if e["kind"] == "fwd" else max(0.0, e["start_s"] - transfer)
-        name = "checkpoint → helper" if e["kind"] == "fwd" else "checkpoint ← helper"
-        dma += [{"die": die, "name": name, "start_s": start, "dur_s": transfer} for die in stage_dies[str(e["stage"])]]
-    return {"stage_dies": stage_dies, "events": events, "dma": dma, "links": []}
+def _link_counters(links: list[dict], timeline: dict, stages: list[dict]) -> list[dict]:
+    """GB/s on each of the busiest links over the step: per-micro-batch bytes spread over the pipeline, per-step
+    bytes over the data-parallel window (the longest stage's collectives, ending where their exposed part ends)."""
+    end = timeline["pipeline_end_s"]
+    if not links or end <= 0:
+        return []
+    comm = max(st.get("dp_comm_s", 0.0) for st in stages)
+    dp_end = end + max(st.get("dp_exposed_s", 0.0) for st in stages)
+    dp_start = max(0.0, dp_end - comm)
+    counters = []
+    for link in sorted(links, key=lambda x: (-x["bytes"], x["src"], x["dst"]))[:BUSIEST_LINKS]:
+        phases = [(0.0, end, link["microbatch_bytes"] / end)]  # (start, stop, bytes/s)
+        if link["step_bytes"] > 0 and dp_end > dp_start:
+            phases.append((dp_start, dp_end, link["step_bytes"] / (dp_end - dp_start)))
+        times = sorted({t for start, stop, _ in phases for t in (start, stop)})
+        samples = [[t, sum(rate for start, stop, rate in phases if start <= t < stop) / 1e9] for t in times]
+        counters.append({"src": link["src"], "dst": link["dst"], "gb_per_s": samples})
+    return counters

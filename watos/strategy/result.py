@@ -31,7 +31,7 @@ class PlanSummary(TypedDict):
     limited_by: str
 
 
-_LIMITS = {"bubble": "pipeline bubble", "recompute": "recomputation", "tp_comm": "TP communication (a hot link)",
+_LIMITS = {"bubble": "pipeline bubble", "recompute": "recomputation", "tp_comm": "exposed TP communication",
            "ep_comm": "expert all-to-all", "zero_comm": "ZeRO gathers and reductions per micro-batch",
            "pp_comm": "pipeline sends", "dp_exposed": "data-parallel gradient reduction", "optimizer": "optimizer",
            "weight_streaming": "weight streaming"}

@@ -24,6 +24,7 @@ from watos.cost.borrowing import checkpoint_transfer_s
 from watos.cost.pipeline import in_flight
 from watos.errors import WatosError
 from watos.hardware.target import Mesh2D
+from watos.ir.analyses import StepMetrics
 from watos.network.placement import PLACEMENTS, place
 from watos.plan import RECOMPUTE_POLICIES, Borrow, Plan, parallel_groups
 from watos.strategy.gcmr import gcmr
@@ -70,11 +71,18 @@ def _transfer(problem: Problem, plan: Plan) -> Callable[[int, int, float], float
     return seconds
 
 
+Observer = Callable[[str, Plan, StepMetrics | str], None]
+"""Told of every plan the search costs: the phase (``screen``, ``considered``, ``placement``, ``refine``), the
+plan, and its cost or the one-line reason it cannot run; :func:`watos.search` then announces ``baselines``
+(plan None) before it costs them."""
+
+
 def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int = 3,
-           considered: Sequence[Plan] = ()) -> dict:
+           considered: Sequence[Plan] = (), observe: Observer | None = None) -> dict:
     """The best plan, runners-up, and why the others lost (see module docstring); ``considered`` plans
     (a user's, or a paper's) are evaluated as the screened ones are, reported whatever their rank
-    (``considered``), and compete for best."""
+    (``considered``), and compete for best; ``observe`` hears of every plan costed."""
+    observe = observe or (lambda phase, plan, outcome: None)
     mesh = isinstance(problem.target.topology, Mesh2D)
     rejected: list[dict] = []
     screened: list[tuple[float, Plan]] = []
@@ -88,6 +96,8 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
             continue
         for plan in candidate_plans(problem, tp, pp, dp, "compact" if mesh else "row_major"):
             outcome = screen(problem, plan)
+            observe("screen", plan if isinstance(outcome, str) else outcome.plan,
+                    outcome if isinstance(outcome, str) else outcome.cost)
             if isinstance(outcome, str):
                 rejected.append({"shape": {"tp": tp, "pp": pp, "dp": dp}, "plan": plan_json(plan), "limited_by": outcome})
             else:
@@ -95,6 +105,8 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
     shown = []
     for plan in considered:
         outcome = screen(problem, plan)
+        observe("considered", plan if isinstance(outcome, str) else outcome.plan,
+                outcome if isinstance(outcome, str) else outcome.cost)
         if isinstance(outcome, str):
             shown.append({"plan": plan_json(plan), "limited_by": outcome})
         else:
@@ -103,8 +115,8 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
     if not screened:
         raise WatosError(f"no plan fits {problem.target.name}: " + (rejected[0]["limited_by"] if rejected else "no shape divides"))
     screened.sort(key=lambda e: (e[0], plan_key(e[1])))
-    exact = _exact(problem, [p for _, p in screened[:keep]], mesh)
-    outcomes = distinct(exact + _refine(problem, exact, seed, generations, keep), config_key)
+    exact = _exact(problem, [p for _, p in screened[:keep]], mesh, observe)
+    outcomes = distinct(exact + _refine(problem, exact, seed, generations, keep, observe), config_key)
     best, runners = outcomes[0], outcomes[1:keep]
     return {"best": plan_summary(best.plan, best.cost),
             "runners_up": [plan_summary(o.plan, o.cost) for o in runners],
@@ -124,19 +136,21 @@ def screen(problem: Problem, plan: Plan) -> Outcome | str:
     return Outcome(chosen[0], evaluate(problem, chosen[0]))
 
 
-def _exact(problem: Problem, plans: list[Plan], mesh: bool) -> list[Outcome]:
+def _exact(problem: Problem, plans: list[Plan], mesh: bool, observe: Observer) -> list[Outcome]:
     """Each plan on every placement strategy (a mesh), optimised placement seeded by the plan's seed."""
     outcomes = []
     for plan in plans:
         for placement in (PLACEMENTS if mesh else ("row_major",)):
             candidate = plan.model_copy(update={"placement": placement})
             cost = try_evaluate(problem, candidate)
+            observe("placement", candidate, cost)
             if not isinstance(cost, str) and cost["fits"]:
                 outcomes.append(Outcome(candidate, cost))
     return sorted(outcomes, key=lambda o: (o.cost["step_time_s"], plan_key(o.plan)))
 
 
-def _refine(problem: Problem, outcomes: list[Outcome], seed: int, generations: int, keep: int) -> list[Outcome]:
+def _refine(problem: Problem, outcomes: list[Outcome], seed: int, generations: int, keep: int,
+            observe: Observer) -> list[Outcome]:
     """Seeded evolutionary refinement: mutate the population, keep the fittest distinct plans."""
     rng = random.Random(seed)
     population = distinct(outcomes)[:keep]
@@ -147,6 +161,7 @@ def _refine(problem: Problem, outcomes: list[Outcome], seed: int, generations: i
             if child is None:
                 continue
             cost = try_evaluate(problem, child)
+            observe("refine", child, cost)
             if not isinstance(cost, str) and cost["fits"]:
                 children.append(Outcome(child, cost))
         population = distinct(population + children)[:keep]
