@@ -42,6 +42,7 @@ class DeviceCost(Pass):
         kernel = KernelModel(target, self.config.dtype, self.config.software)
         groups = graph.analyses["sharding"].groups
         dies = graph.analyses["placement"].dies
+        slowdown = graph.analyses["placement"].slowdown  # the die with the most work paces every kernel
         collective_cache: dict[tuple, float] = {}
         totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for op in graph.ops:
@@ -54,7 +55,7 @@ class DeviceCost(Pass):
                 bucket = f"step_{op.attrs.get('dp_phase', 'grad')}_comm" if op.attrs.get("per_step") else \
                     f"{op.attrs['group']}_comm_{'fwd' if op.phase is Phase.FORWARD else 'bwd'}"
             else:
-                seconds = kernel.op_time(graph, op)
+                seconds = kernel.op_time(graph, op) * slowdown
                 bucket = {Phase.FORWARD: "fwd", Phase.BACKWARD: "bwd", Phase.OPTIMIZER: "optimizer"}[op.phase]
             op.attrs["time_s"] = seconds
             where = str(op.block) if op.block is not None else op.attrs.get("segment", "post")

@@ -13,6 +13,8 @@ picks a different one for each stage):
     - ``mla_up_proj``: Multi-head Latent Attention's up-projections (``q_b_proj``, ``kv_b_proj``) and what
       follows them up to the attention core (the per-head queries, keys and values; the latents stay);
     - ``moe_act``: the elementwise ops between the experts' two matmuls (the gated activation);
+      ``mlp_act``: the same between the dense MLP's matmuls (with ``core_attn`` and ``layernorm``, MaxText's
+      ``minimal`` remat policy: only matmul outputs are kept);
     - ``moe``: the whole MoE layer (router, experts, shared experts), keeping its input;
     - ``mlp``: the whole dense MLP; ``shared_experts``: the MoE layer's shared experts;
   * ``full``: keep only each block's input and re-run the whole block forward in its backward.
@@ -65,15 +67,17 @@ def _selected(ops: list[Op], module: str) -> set[int]:
     if module == "mla_up_proj":
         up = {op.id for op in ops if op.kind is OpKind.MATMUL and parts[op.id][-1] in _MLA_UP_PROJECTIONS}
         return _downstream(ops, up, stop=lambda op: op.kind is OpKind.ATTENTION)
-    if module == "moe_act":
-        matmuls = {op.id for op in ops if op.id in experts and op.kind is OpKind.MATMUL}
+    dense_mlp = {op.id for op in ops if "mlp" in parts[op.id] and op.id not in in_moe}
+    if module in ("moe_act", "mlp_act"):
+        inside = experts if module == "moe_act" else dense_mlp
+        matmuls = {op.id for op in ops if op.id in inside and op.kind is OpKind.MATMUL}
         between = _downstream(ops, matmuls, stop=lambda op: op.kind is OpKind.MATMUL) & _upstream(ops, matmuls)
-        return {op.id for op in ops if op.id in between - matmuls and op.id in experts
+        return {op.id for op in ops if op.id in between - matmuls and op.id in inside
                 and op.kind is OpKind.ELEMENTWISE}
     if module == "moe":
         return in_moe
     if module == "mlp":
-        return {op.id for op in ops if "mlp" in parts[op.id] and op.id not in in_moe}
+        return dense_mlp
     if module == "shared_experts":
         return {op.id for op in ops if _SHARED_EXPERTS & set(parts[op.id])}
     raise WatosError(f"recompute: unknown module {module!r}")

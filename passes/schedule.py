@@ -150,7 +150,9 @@ class Schedule(Pass):
             step_time_s=pipelined + tail + sw.step_overhead_s,
             recomputed_flops=recomputed_flops(times, segments, policies) * c.micro_batches * c.dp,
             executed_flops=executed_flops(times, segments, policies, per_stage_runs),
-            peak_memory_bytes=max(st["memory"]["total_bytes"] for st in stages),
+            # a die running several ranks (dead neighbours' work moved onto it) holds all their memory
+            peak_memory_bytes=max(st["memory"]["total_bytes"] for st in stages)
+            * graph.analyses["placement"].crowding,
             dram_bytes=traffic_per_step(times, segments, "dram", per_stage_runs, devices // c.pp),
             network_bytes=traffic_per_step(times, segments, "network", per_stage_runs, devices // c.pp),
             breakdown={

@@ -72,3 +72,14 @@ def test_a_target_can_borrow_calibrated_efficiencies(tmp_path):
     bad.write_text(text.replace("{from: dgx-a100-80g}", "{from: no-such-target}"))
     with pytest.raises(WatosError, match="unknown target 'no-such-target'"):
         load_target(str(bad))
+
+
+def test_a_mesh_switch_point_of_the_template_is_the_shipped_variant():
+    from watos.hardware.template import instantiate, load_template
+
+    switched = instantiate(load_template("watos-wafer"), {"switch_block": 4}).topology
+    shipped = load_target("watos-config3-switch").topology
+    assert switched.kind == shipped.kind == "mesh_switch"
+    assert (switched.rows, switched.cols, switched.switch_block) == (shipped.rows, shipped.cols, 4)
+    assert switched.switch_bandwidth_gb_per_s_per_direction == pytest.approx(1000, rel=1e-3)
+    assert switched.link_bandwidth_gb_per_s_per_direction == pytest.approx(750, rel=1e-3)

@@ -3,12 +3,8 @@ import pytest
 
 from watos import load_target
 from watos.hardware.target import SystemLink
-from watos.network.collectives import (
-    collective_time,
-    link_loads,
-    mesh_collective,
-    route_xy,
-)
+from watos.network.collectives import collective_time, link_loads, mesh_collective
+from watos.network.routing import route_xy
 
 
 def test_xy_route_goes_along_the_row_then_the_column():

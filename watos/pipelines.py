@@ -101,7 +101,7 @@ def cost_passes(target: Target, plan: Plan, dtype: str = "bf16", software: Softw
         recompute(**parallel, policy=plan.recompute, sequence_parallel=plan.sequence_parallel,
                   modules=software.recompute_modules),
         place(target=target, placement=plan.placement, **parallel, dp=plan.dp, pp=plan.pp, seed=plan.seed,
-              pairs=borrow),
+              pairs=borrow, fault_policy=plan.fault_policy),
         device_cost(target=target, dtype=dtype, software=software),
         _schedule(registry[SCHEDULES[plan.strategy]], target, plan, dtype, software, borrow),
     ]

@@ -86,7 +86,10 @@ class Plan(StrictModel):
     1 optimizer states, 2 + gradients, 3 + parameters sharded over data parallelism. ``strategy:
     weight-streaming`` keeps weights off-device (Cerebras). ``placement`` puts ranks on a mesh's dies
     (:mod:`watos.network.placement`; ``seed`` drives ``optimized``); ``borrow`` lists Sender/Helper checkpoint
-    storage. ``ep`` splits each MoE layer's experts over that many of the ``dp`` ranks (expert
+    storage. ``fault_policy`` says what a plan does on a target with dead dies (its fault map):
+    ``robust`` places ranks on working dies only; ``non_robust`` keeps the fault-free placement and moves a
+    dead die's ranks to the nearest working die, which then carries both (:mod:`watos.network.placement`).
+    ``ep`` splits each MoE layer's experts over that many of the ``dp`` ranks (expert
     parallelism; dense weights stay data parallel), routed under ``routing`` (:class:`Routing`).
     ``shard_group``: ZeRO shards within groups of that many data-parallel ranks and replicates across
     them (hybrid sharding, HSDP); None shards over all of them. ``stage_layers``: blocks on the first and
@@ -120,6 +123,7 @@ class Plan(StrictModel):
     placement: Placement = "row_major"
     borrow: tuple[Borrow, ...] = ()
     seed: int = 0
+    fault_policy: Literal["robust", "non_robust"] = "robust"
     shard_group: int | None = Field(default=None, gt=0)
     stage_layers: StageLayers | None = None
     stack: str | None = None

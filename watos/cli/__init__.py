@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from watos.cli import compile, explore, listing, search, trace, validate
+from watos.cli import compile, explore, faults, listing, search, trace, validate
 from watos.cli.common import add_verbose_flag, quiet_libraries
 from watos.errors import WatosError
 
 EXIT_USER_ERROR = 2
-COMMANDS = (trace, compile, validate, search, explore)
+COMMANDS = (trace, compile, validate, search, explore, faults)
 
 
 EXIT_INTERNAL_ERROR = 1

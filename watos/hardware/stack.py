@@ -38,8 +38,10 @@ Attention = Literal["flash", "unfused"]
 Fp8Recipe = Literal["delayed", "current", "blockwise", "mxfp8", "tensorwise"]
 MoeDispatcher = Literal["alltoall", "allgather", "flex", "deepep", "hybridep"]
 # What ``selective`` recompute re-runs (Megatron-Core's ``recompute_modules``): the attention core, the MLA
-# up-projections, the experts' activation, the norms, the dense MLP, the whole MoE layer, its shared experts.
-RecomputeModule = Literal["core_attn", "mla_up_proj", "moe_act", "layernorm", "mlp", "moe", "shared_experts"]
+# up-projections, the experts' (or the dense MLP's) activation, the norms, the dense MLP, the whole MoE layer,
+# its shared experts.
+RecomputeModule = Literal["core_attn", "mla_up_proj", "moe_act", "mlp_act", "layernorm", "mlp", "moe",
+                          "shared_experts"]
 
 
 class Fp8(StrictModel):
@@ -132,6 +134,12 @@ class Stack(StrictModel):
         default_factory=lambda: {"alltoall": Dispatcher()}, description="the MoE dispatchers it has (first: default)")
     recompute_modules: list[RecomputeModule] = Field(
         default_factory=lambda: ["core_attn"], description="what selective recompute re-runs unless a run says")
+    remat_policies: dict[str, list[RecomputeModule]] = Field(
+        default_factory=dict, description="what selective recompute re-runs under each remat policy the framework "
+                                          "names (MaxText's remat_policy), when a run names one")
+    tp_shards_activations: bool = Field(
+        False, description="tensor parallelism keeps 1/tp of the activations between layers, as sequence "
+                           "parallelism does (MaxText shards their embedding axis over the tensor axis)")
 
     def resolve(self, features: "Features | None" = None) -> "Software":
         """The concrete settings of a run of this stack with ``features`` (None: the stack's defaults)."""
@@ -140,6 +148,10 @@ class Stack(StrictModel):
         if f.fp8_recipe and f.fp8_recipe not in self.kernels.fp8:
             raise WatosError(f"stack {self.name}: no FP8 recipe {f.fp8_recipe!r} "
                              f"(it has {', '.join(self.kernels.fp8) or 'none'})")
+        if f.remat_policy is not None and f.remat_policy not in self.remat_policies:
+            raise WatosError(f"stack {self.name}: no remat policy {f.remat_policy!r} "
+                             f"(it has {', '.join(self.remat_policies) or 'none'})")
+        modules = f.recompute_modules or self.remat_policies.get(f.remat_policy or "") or self.recompute_modules
         dispatcher = f.moe_dispatcher or next(iter(self.moe_dispatchers))
         if dispatcher not in self.moe_dispatchers:
             raise WatosError(f"stack {self.name}: no MoE dispatcher {dispatcher!r} "
@@ -166,7 +178,7 @@ class Stack(StrictModel):
             fp8_weights_cached=self.kernels.fp8[recipe].weights_cached if recipe else True,
             reserved_bytes=self.memory.reserved_gb * 1e9, grad_reduce_dtype=self.grad_reduce_dtype,
             allocator_slack=self.memory.allocator_slack, fp32_shards=self.memory.fp32_shards, ep_dedup=self.moe_dispatchers[dispatcher].dedup,
-            recompute_modules=tuple(f.recompute_modules or self.recompute_modules))
+            recompute_modules=tuple(modules))
 
 
 class Features(StrictModel):
@@ -183,6 +195,7 @@ class Features(StrictModel):
     cuda_graphs: bool | None = None
     moe_dispatcher: MoeDispatcher | None = None
     recompute_modules: list[RecomputeModule] | None = None
+    remat_policy: str | None = None
 
 
 class Software(StrictModel):

@@ -6,7 +6,14 @@ second), ``_us`` / ``_ns`` (micro-/nanoseconds). A target is either
 * ``switched``: devices in fast domains (an NVLink/NVSwitch node) joined by a slower fabric
   (an InfiniBand fat tree), each tier costed with the α-β model; or
 * ``mesh2d``: a wafer of dies in a rows x cols mesh, each die linked to its four neighbours, with off-wafer
-  I/O at the edges; several wafers may be joined by wafer-to-wafer links.
+  I/O at the edges; several wafers may be joined by wafer-to-wafer links;
+* ``mesh_switch``: a ``mesh2d`` wafer with switch dies, one per ``switch_block`` x ``switch_block`` block of
+  dies (FRED-style), each die with a port to its block's switch, optionally reducing in the network;
+* ``torus``: chips in a 2D or 3D torus (wrap-around links in every dimension; a TPU slice), the shape
+  chosen per slice size; several slices join through a data-centre network (``systems``).
+
+Every topology becomes one explicit graph (:mod:`watos.network.topology`). A target may carry a fault map
+(``faults``: dead dies, dead links, dies with fewer working cores; :mod:`watos.hardware.faults`).
 
 Efficiency parameters (``efficiency:``) are calibrated once per target on the public validation set and
 say so in the file; they are never fitted per case. What the software adds (kernels, overlap, per-kernel
@@ -15,6 +22,7 @@ plan may replace.
 """
 from __future__ import annotations
 
+import math
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -24,6 +32,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from watos.errors import WatosError, describe_validation_error
 from watos.files import StrictModel, parse_yaml_mapping, read_file
+from watos.hardware.faults import FaultMap
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -113,9 +122,44 @@ class Mesh2D(StrictModel):
     io_bandwidth_gb_per_s: NonNegative = Field(description="off-wafer I/O at the wafer edges, in total")
 
 
+class MeshSwitch(Mesh2D):
+    """A mesh with switch dies: one switch per ``switch_block`` x ``switch_block`` block of dies (a block may
+    be cut short at the wafer's edge), each die with a port of ``switch_bandwidth_gb_per_s_per_direction`` to
+    it, switches of neighbouring blocks linked by ``switch_bandwidth_gb_per_s_per_direction`` x
+    ``switch_block``. ``in_network_reduction``: a switch reduces what its dies send (FRED, ISCA'25; SHARP), so
+    an all-reduce inside a block moves n up and n down each port instead of 2(g−1)/g·n each way."""
+
+    kind: Literal["mesh_switch"]
+    switch_block: int = Field(gt=0)
+    switch_bandwidth_gb_per_s_per_direction: Positive
+    switch_latency_ns: NonNegative
+    in_network_reduction: bool = False
+
+
+class Torus(StrictModel):
+    """Chips in a torus: ``shape`` (2 or 3 dimensions, each wrapping round), or the shape ``slice_shapes``
+    gives for a slice of that many chips (a TPU slice of 64 chips is 4x4x4). Every chip has two links per
+    dimension (one each way round), each ``link_bandwidth_gb_per_s_per_direction`` x ``links_per_edge``."""
+
+    kind: Literal["torus"]
+    shape: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=3)
+    slice_shapes: dict[int, list[Annotated[int, Field(gt=0)]]] = Field(default_factory=dict)
+    link_bandwidth_gb_per_s_per_direction: Positive
+    links_per_edge: int = Field(default=1, gt=0)
+    latency_ns: NonNegative
+
+    @model_validator(mode="after")
+    def _shapes_hold_their_chips(self) -> "Torus":
+        for chips, shape in self.slice_shapes.items():
+            if math.prod(shape) != chips or not 2 <= len(shape) <= 3:
+                raise ValueError(f"slice_shapes: {shape} does not hold {chips} chips in 2 or 3 dimensions")
+        return self
+
+
 class SystemLink(StrictModel):
-    """Links between systems (wafers, or Cerebras systems through SwarmX). Wafers form a ring: each joined
-    to the next by ``bandwidth_gb_per_s_per_direction`` in each direction."""
+    """Links between systems (wafers, TPU slices, or Cerebras systems through SwarmX). Systems form a ring,
+    each joined to the next by ``bandwidth_gb_per_s_per_direction`` in each direction; systems on a switched
+    data-centre network are costed the same way (a ring through the switch moves the same bytes per system)."""
 
     count: int = Field(default=1, gt=0)
     bandwidth_gb_per_s_per_direction: Positive
@@ -135,22 +179,27 @@ class Target(StrictModel):
     name: str
     description: str
     device: Device
-    topology: Switched | Mesh2D = Field(discriminator="kind")
+    topology: Switched | Mesh2D | MeshSwitch | Torus = Field(discriminator="kind")
     systems: SystemLink | None = None
+    faults: FaultMap | None = Field(None, description="dead dies and links, dies with fewer working cores")
     weight_streaming: WeightStreaming | None = None
     stack: str | None = Field(None, description="the software stack a plan runs under unless it names its own "
-                                                "(default: watos-wafer on a mesh, megatron-core on a switched target)")
+                                                "(default: watos-wafer on a mesh, maxtext on a torus, megatron-core "
+                                                "on a switched target)")
 
     @property
     def stack_name(self) -> str:
         """The stack a plan runs under unless it names its own (see ``stack``)."""
-        return self.stack or ("watos-wafer" if isinstance(self.topology, Mesh2D) else "megatron-core")
+        return self.stack or ("watos-wafer" if isinstance(self.topology, Mesh2D) else
+                              "maxtext" if isinstance(self.topology, Torus) else "megatron-core")
 
     @property
     def devices_per_system(self) -> int | None:
-        """Devices in one wafer (mesh) or one node (first switched tier)."""
+        """Devices in one wafer (mesh), one slice (torus) or one node (first switched tier)."""
         if isinstance(self.topology, Mesh2D):
             return self.topology.rows * self.topology.cols
+        if isinstance(self.topology, Torus):
+            return math.prod(self.topology.shape)
         return self.topology.tiers[0].size
 
     @property
@@ -160,8 +209,26 @@ class Target(StrictModel):
 
     @property
     def dies(self) -> int | None:
-        """Dies of every wafer of a mesh target (None for a switched target, which has any number)."""
-        return self.devices_per_system * self.wafers if isinstance(self.topology, Mesh2D) else None
+        """Dies (chips) of every wafer or slice of a mesh or torus target (None for a switched target,
+        which has any number)."""
+        return None if isinstance(self.topology, Switched) else self.devices_per_system * self.wafers
+
+    def sliced(self, chips: int, slices: int = 1, shape: list[int] | None = None) -> "Target":
+        """This torus target as ``slices`` slices of ``chips`` chips each, in ``shape`` or the shape
+        ``slice_shapes`` gives for that many chips (an error names the sizes it has)."""
+        torus = self.topology
+        if not isinstance(torus, Torus):
+            raise WatosError(f"target {self.name}: only a torus target has slices")
+        if shape is None:
+            shape = torus.shape if math.prod(torus.shape) == chips else torus.slice_shapes.get(chips)
+        if shape is None or math.prod(shape) != chips:
+            raise WatosError(f"target {self.name}: no slice shape for {chips} chips; it has "
+                             f"{', '.join(map(str, sorted(torus.slice_shapes)))}")
+        if slices > 1 and self.systems is None:
+            raise WatosError(f"target {self.name}: {slices} slices need a data-centre network (systems)")
+        systems = self.systems.model_copy(update={"count": slices}) if self.systems else None
+        return self.model_copy(update={"topology": torus.model_copy(update={"shape": list(shape)}),
+                                       "systems": systems})
 
 
 def load_target(spec: str | Path) -> Target:

@@ -13,7 +13,13 @@ of the remaining edge, and energies. A *point* overrides any of its numeric fiel
     peak            = compute area · TFLOPS/mm²;   SRAM = SRAM area · MB/mm²
     D2D edge        = die perimeter − stacks · stack shoreline;  per edge and direction: D2D edge/4 · GB/s per mm
     die yield       = Poisson: no defect outside the cores, at most ``spare_cores_per_die`` defective cores
-                      (whose work the spares take; the peak counts only the other cores); reported
+                      (whose work the spares take; the peak counts only the other cores); reported, with
+                      the expected working dies per wafer (dies · yield): a fault map of ``watos faults``
+                      with die rate 1 − yield is a wafer as built (:mod:`watos.network.faults`)
+    mesh-switch     = ``switch_block`` k > 0: a switch die per k x k block (``mesh_switch``); each die gives
+                      ``switch_port_shoreline_mm`` of its D2D edge to its switch port (port bandwidth = that
+                      shoreline · GB/s per mm) and the switches' area comes off the wafer's width, so
+                      cols = ⌊(wafer width − switches · switch area / wafer height) / die width⌋
 
 A point that cannot be built (a die beyond the reticle, stacks whose shoreline exceeds the perimeter or
 whose area exceeds the die) is a :class:`~watos.errors.WatosError` naming the field.
@@ -72,6 +78,11 @@ class Template(StrictModel):
     defect_density_per_cm2: float = Field(default=0.0, ge=0)
     core_area_mm2: float = Field(default=0.0, ge=0, description="one compute core (0: no core redundancy)")
     spare_cores_per_die: int = Field(default=0, ge=0, description="cores held back to map out defects")
+    switch_block: int = Field(default=0, ge=0, description="a switch die per k x k block of dies (0: a pure mesh)")
+    switch_port_shoreline_mm: float = Field(default=0.0, ge=0, description="of die edge its switch port uses")
+    switch_area_mm2: float = Field(default=0.0, ge=0, description="of wafer one switch die takes")
+    switch_latency_ns: float = Field(default=0.0, ge=0)
+    in_network_reduction: bool = False
     stack: str = "watos-wafer"
     efficiency: dict[str, Any]
 
@@ -120,7 +131,10 @@ def derive(template: Template, point: dict[str, Any]) -> dict[str, float]:
                          f"({t.reticle_width_mm:g} x {t.reticle_height_mm:g} mm)")
     stacks = t.dram_stacks_per_die
     perimeter, area = 2 * (w + h), w * h
-    d2d_edge = perimeter - stacks * t.dram_stack.shoreline_mm
+    port = t.switch_port_shoreline_mm if t.switch_block else 0.0
+    if t.switch_block and not port:
+        raise WatosError(f"template {t.name}: a switch per block needs switch_port_shoreline_mm > 0")
+    d2d_edge = perimeter - stacks * t.dram_stack.shoreline_mm - port
     if d2d_edge <= 0:
         raise WatosError(f"template {t.name}: {stacks} DRAM stacks need {stacks * t.dram_stack.shoreline_mm:g} mm of "
                          f"shoreline, the die has {perimeter:g} mm (dram_stacks_per_die)")
@@ -128,6 +142,9 @@ def derive(template: Template, point: dict[str, Any]) -> dict[str, float]:
     if logic <= 0:
         raise WatosError(f"template {t.name}: {stacks} DRAM stacks take more than the die's {area:g} mm² (dram_stacks_per_die)")
     rows, cols = math.floor(t.wafer_height_mm / h), math.floor(t.wafer_width_mm / w)
+    if t.switch_block:
+        switches = math.ceil(rows / t.switch_block) * math.ceil(cols / t.switch_block)
+        cols = math.floor((t.wafer_width_mm - switches * t.switch_area_mm2 / t.wafer_height_mm) / w)
     if rows * cols == 0:
         raise WatosError(f"template {t.name}: no {w:g} x {h:g} mm die fits the wafer")
     compute_area = t.compute_fraction * logic
@@ -138,8 +155,9 @@ def derive(template: Template, point: dict[str, Any]) -> dict[str, float]:
             "dram_gb": stacks * t.dram_stack.capacity_gb,
             "dram_gb_per_s": stacks * t.dram_stack.bandwidth_gb_per_s,
             "d2d_gb_per_s_per_edge": d2d_edge / 4 * t.d2d_gb_per_s_per_mm,
+            "switch_port_gb_per_s": port * t.d2d_gb_per_s_per_mm,
             "compute_area_mm2": compute_area * rows * cols,
-            "die_yield": die_yield}
+            "die_yield": die_yield, "expected_working_dies": rows * cols * die_yield}
 
 
 def _redundancy(t: Template, compute_area: float, area: float) -> tuple[float, float]:
@@ -175,4 +193,8 @@ def instantiate(template: Template, point: dict[str, Any]) -> Target:
                      "link_bandwidth_gb_per_s_per_direction": d["d2d_gb_per_s_per_edge"],
                      "latency_ns": t.d2d_latency_ns, "io_bandwidth_gb_per_s": t.io_bandwidth_gb_per_s},
     }
+    if t.switch_block:
+        data["topology"].update(kind="mesh_switch", switch_block=t.switch_block,
+                                switch_bandwidth_gb_per_s_per_direction=d["switch_port_gb_per_s"],
+                                switch_latency_ns=t.switch_latency_ns, in_network_reduction=t.in_network_reduction)
     return target_from_data(data, f"template {t.name}")

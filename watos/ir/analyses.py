@@ -159,11 +159,15 @@ class RecomputePlan:
 @dataclass(frozen=True)
 class PlacementMap:
     """The die of every device rank (row-major die index; several wafers follow each other), the placement
-    strategy that chose it, and the mean hops of a pipeline send."""
+    strategy that chose it, and the mean hops of a pipeline send. On a faulty wafer, ``crowding``: the most
+    ranks one die runs (it holds all their memory), and ``slowdown``: the most work one die carries per unit
+    of its working compute (every kernel of a synchronous step waits for it); 1 on a whole wafer."""
 
     placement: str
     dies: tuple[int, ...]
     pipeline_hops_mean: float
+    crowding: int = 1
+    slowdown: float = 1.0
 
 
 @analysis("device_cost")

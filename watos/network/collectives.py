@@ -3,10 +3,12 @@
 Switched networks (GPU nodes joined by a fabric) use the α-β model per tier: a collective over a group
 that spans several fast domains runs hierarchically, one phase per tier, each phase moving its share of the
 bytes over that tier's per-device bandwidth (Thakur et al. 2005 ring algorithms; NCCL's hierarchical
-all-reduce). A 2D mesh embeds a ring over the group's dies, routes every ring hop with dimension-order (XY)
-routing, adds the bytes each directed link carries for *all* groups communicating at once, and takes the
-busiest link: contention counted, not assumed away. Rings, bidirectional rings and 2D rings are tried
-and the fastest kept (see :func:`mesh_collective`).
+all-reduce). A mesh, mesh-switch or torus is a graph (:mod:`watos.network.topology`): a collective is
+embedded on it (:mod:`watos.network.embeddings`: rings, bidirectional rings, 2D and torus rings, direct
+all-to-all, through a switch or reduced in it), every hop routed (:mod:`watos.network.routing`), the bytes
+each directed link carries for *all* groups communicating at once added up, and the busiest link taken:
+contention counted, not assumed away. The fastest embedding is kept (see :func:`mesh_collective`). Several
+wafers or slices are a tier above their graphs: the phases on each, then the ring between them.
 
 Ring costs, group of g devices, n bytes per device:
   all-reduce 2(g-1)/g·n;  reduce-scatter and all-gather (g-1)/g·n;  all-to-all (g-1)/g·n;  p2p n.
@@ -15,19 +17,20 @@ An all-to-all on a switched network moves over each tier the part bound for memb
 """
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
-from watos.hardware.target import Mesh2D, Switched, Target
+from watos.hardware.target import Switched, Target
+from watos.network.embeddings import RING_STEPS as _RING_STEPS
+from watos.network.embeddings import embeddings
+from watos.network.topology import Edge, Network, network_of
 
 Collective = Literal["all_reduce", "reduce_scatter", "all_gather", "all_to_all", "p2p"]
 
 # Fraction of n each device sends in a ring collective, per unit (g-1)/g.
 _RING_VOLUME = {"all_reduce": 2.0, "reduce_scatter": 1.0, "all_gather": 1.0, "all_to_all": 1.0}
-_RING_STEPS = {"all_reduce": 2, "reduce_scatter": 1, "all_gather": 1, "all_to_all": 1}
 
 
 def collective_time(target: Target, op: Collective, nbytes: float, groups: list[list[int]],
@@ -101,7 +104,8 @@ def _by_wafer(dies: list[int], per: int) -> dict[int, list[int]]:
 
 def _on_wafers(target: Target, op: Collective, nbytes: float, parts: list[dict[int, list[int]]]) -> float:
     """Every group's part on each wafer, run at once (same-sized parts per call), the slowest wafer."""
-    return max((mesh_collective(target, op, nbytes, local)[0] for _, local in _wafer_calls(parts)), default=0.0)
+    return max((mesh_collective(target, op, nbytes, local, system=wafer)[0] for wafer, local in _wafer_calls(parts)),
+               default=0.0)
 
 
 def _wafer_calls(parts: list[dict[int, list[int]]]) -> Iterator[tuple[int, list[list[int]]]]:
@@ -126,7 +130,7 @@ def link_loads(target: Target, op: Collective, nbytes: float, groups: list[list[
     load: dict[Link, float] = defaultdict(float)
     for inner_op in inner_ops:
         for wafer, local in _wafer_calls(parts):
-            for (r, c, r2, c2), b in mesh_collective(target, inner_op, nbytes, local)[2].items():
+            for (r, c, r2, c2), b in mesh_collective(target, inner_op, nbytes, local, system=wafer)[2].items():
                 load[(r + wafer * rows, c, r2 + wafer * rows, c2)] += b
     return dict(load)
 
@@ -190,120 +194,33 @@ def _tier_between(net: Switched, a: int, b: int):
     return net.tiers[-1]
 
 
-Link = tuple[int, int, int, int]  # directed mesh link (r1, c1, r2, c2) between neighbours
+Link = tuple[int, ...]  # a directed link between neighbouring devices, by their coordinates (r1, c1, r2, c2)
 
 
 def mesh_collective(target: Target, op: Collective, nbytes: float, groups: list[list[int]],
-                    placement: Sequence[int] | None = None) -> tuple[float, str, dict[Link, float]]:
-    """Seconds, the embedding chosen, and the bytes each directed link carries, for ``op`` run at once
-    by every group on a mesh. ``placement[rank]`` is the die (row-major index) a rank runs on (default:
-    die = rank). Rings follow a cycle through the group's dies (a Hamiltonian cycle of a rectangle where
-    one exists); the fastest of three embeddings is used, as NCCL picks an algorithm:
+                    placement: Sequence[int] | None = None, system: int = 0) -> tuple[float, str, dict[Link, float]]:
+    """Seconds, the embedding chosen, and the bytes each directed device-to-device link carries (by the
+    coordinates of its ends), for ``op`` run at once by every group on the graph of a mesh, mesh-switch or
+    torus target (wafer or slice ``system``). ``placement[rank]`` is the die a rank runs on (default: die =
+    rank). The fastest embedding of :mod:`watos.network.embeddings` is used, as NCCL picks an algorithm; a
+    phase takes its busiest link's bytes over that link's rate plus steps x the longest route's latency."""
+    net = network_of(target, system)
+    per = target.devices_per_system
+    dies = tuple(tuple((placement[r] if placement is not None else r) % per for r in g) for g in groups)
+    seconds, name, loads = graph_collective(net, op, nbytes, dies)
+    return seconds, name, {net.coords[a] + net.coords[b]: v for (a, b), v in loads.items()
+                           if a in net.coords and b in net.coords}
 
-    * ``ring``: one direction, 2(g-1) steps of n/g for all-reduce (g-1 for the others);
-    * ``bidirectional``: half the bytes each way round the ring (TEMP/WATOS's bidirectional ring);
-    * ``2d`` (all-reduce of a full rectangle): reduce-scatter along rows, all-reduce of the row's share
-      along columns, all-gather along rows;
-    * ``direct`` (all-to-all): every die sends n/g to every other over its XY route, all at once.
 
-    A phase takes steps · (busiest link's bytes per step / link bandwidth + longest route · latency)."""
-    mesh = target.topology
-    assert isinstance(mesh, Mesh2D)
-    dies = mesh.rows * mesh.cols
-    coords = tuple(tuple(divmod((placement[r] if placement is not None else r) % dies, mesh.cols) for r in g)
-                   for g in groups)
-    bandwidth = mesh.link_bandwidth_gb_per_s_per_direction * mesh.links_per_edge * 1e9 * target.device.efficiency.network
-    latency = mesh.latency_ns * 1e-9
-    options = {name: sum(steps * (busiest * nbytes / bandwidth + longest * latency)
-                         for steps, _, busiest, longest in phases)
-               for name, phases in _embeddings(op, coords).items()}
+def graph_collective(net: Network, op: Collective, nbytes: float,
+                     groups: tuple[tuple[int, ...], ...]) -> tuple[float, str, dict[Edge, float]]:
+    """Seconds, the embedding chosen, and the bytes per directed link (switch ports included) of ``op`` run
+    at once by ``groups`` of devices of ``net``."""
+    options = {name: sum(p.per_byte * nbytes + p.fixed for p in phases)
+               for name, phases in embeddings(net, op, groups).items()}
     name = min(options, key=lambda k: (options[k], k))
-    load: dict[Link, float] = defaultdict(float)
-    for steps, links, _, _ in _embeddings(op, coords)[name]:
-        for link, share in links:
-            load[link] += steps * share * nbytes
+    load: dict[Edge, float] = defaultdict(float)
+    for p in embeddings(net, op, groups)[name]:
+        for link, share in p.loads:
+            load[link] += share * nbytes
     return options[name], name, dict(load)
-
-
-CollectivePhase = tuple[int, tuple[tuple[Link, float], ...], float, int]  # steps, share of n per link, busiest, hops
-
-
-@functools.lru_cache(maxsize=4096)
-def _embeddings(op: Collective, coords: tuple[tuple[tuple[int, int], ...], ...]) -> dict[str, tuple[CollectivePhase, ...]]:
-    """The ways to run ``op`` over groups of dies, each a sequence of phases whose link loads are
-    fractions of the per-device bytes n: geometry only, so cached across bandwidths and sizes."""
-    if op == "p2p":
-        return {"p2p": (_phase([((c[0], c[1]), 1.0) for c in coords], 1, closed=False),)}
-    g = len(coords[0])
-    steps = _RING_STEPS[op] * (g - 1)
-    rings = [_cycle(list(c)) for c in coords]
-    # Per ring step each die forwards n/g (reductions, gathers); in a ring all-to-all the block for the
-    # k-th next die travels k hops, so a step forwards n/2 on average (n(g-1)/2 in all).
-    chunk = 1 / 2 if op == "all_to_all" else 1 / g
-    options = {"ring": (_phase([(r, chunk) for r in rings], steps),),
-               "bidirectional": (_phase([(r, chunk / 2) for r in rings] + [(r[::-1], chunk / 2) for r in rings],
-                                        steps),)}
-    if op == "all_to_all":  # every die sends n/g straight to every other, all routes at once
-        options["direct"] = (_phase([((a, b), 1 / g) for c in coords for a in c for b in c if a != b], 1,
-                                    closed=False),)
-    grids = [_rectangle(list(c)) for c in coords]
-    if op == "all_reduce" and all(grids) and min(len(grids[0]), len(grids[0][0])) > 1:
-        rows = [_cycle(row) for grid in grids for row in grid]
-        cols = [_cycle(list(col)) for grid in grids for col in zip(*grid)]
-        a, b = len(grids[0]), len(grids[0][0])
-        along_rows = _phase([(r, 1 / b) for r in rows], b - 1)
-        options["2d"] = (along_rows, _phase([(c, 1 / (a * b)) for c in cols], 2 * (a - 1)), along_rows)
-    return options
-
-
-def _phase(flows: list[tuple[Sequence[tuple[int, int]], float]], steps: int, closed: bool = True) -> CollectivePhase:
-    """``steps`` times, every die of every ring sends its share of n to the next die, all rings at once
-    (``closed``: the last die sends to the first)."""
-    load: dict[Link, float] = defaultdict(float)
-    longest = 0
-    for ring, share in flows:
-        ring = list(ring)
-        pairs = zip(ring, ring[1:] + ring[:1]) if closed else zip(ring, ring[1:])
-        for src, dst in pairs:
-            hops = route_xy(src, dst)
-            longest = max(longest, len(hops))
-            for link in hops:
-                load[link] += share
-    return steps, tuple(sorted(load.items())), max(load.values(), default=0.0), longest
-
-
-def _rectangle(coords: list[tuple[int, int]]) -> list[list[tuple[int, int]]] | None:
-    """The group's dies as rows of a full rectangle, or None when they do not fill one."""
-    rows, cols = sorted({r for r, _ in coords}), sorted({c for _, c in coords})
-    full = (len(rows) * len(cols) == len(coords) and rows == list(range(rows[0], rows[-1] + 1))
-            and cols == list(range(cols[0], cols[-1] + 1)) and len(set(coords)) == len(coords))
-    return [[(r, c) for c in cols] for r in rows] if full else None
-
-
-def _cycle(coords: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """A ring order through the dies: a Hamiltonian cycle when they fill a rectangle with an even side
-    (every ring hop then crosses one link), else their given order."""
-    grid = _rectangle(coords)
-    if grid is None or len(grid) < 2 or len(grid[0]) < 2:
-        return list(coords)
-    if len(grid) % 2:  # an odd number of rows: walk the columns instead
-        grid = [list(col) for col in zip(*grid)]
-    first = [row[0] for row in grid]  # the way back up the first column
-    body = [(row[1:] if i % 2 == 0 else row[1:][::-1]) for i, row in enumerate(grid)]
-    return [first[0]] + [d for row in body for d in row] + first[:0:-1]
-
-
-def route_xy(src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[int, int, int, int]]:
-    """Directed links (r1, c1, r2, c2) of the dimension-order route: along the row (x) first, then
-    the column (y)."""
-    (r, c), (r2, c2) = src, dst
-    links = []
-    while c != c2:
-        step = 1 if c2 > c else -1
-        links.append((r, c, r, c + step))
-        c += step
-    while r != r2:
-        step = 1 if r2 > r else -1
-        links.append((r, c, r + step, c))
-        r += step
-    return links

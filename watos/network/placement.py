@@ -13,16 +13,21 @@ ranks, data-parallel replica d and pipeline stage p; a *unit* is the group (d, p
 * ``optimized``: ``compact`` refined by seeded pairwise swaps of units, minimising the WATOS placement
   objective (the paper's §Strategy 4): Σ bytes · hops over the pipeline sends and the checkpoint transfers
   between Sender/Helper stages, plus the bytes of every path that shares a link with a heavier one.
+
+On a wafer with dead dies (a fault map), every strategy places on the working dies only: row-major takes them
+in order, rectangles holding a dead die are skipped, and the boustrophedon walk steps over dead dies. The
+non-robust alternative, :func:`move_off_dead`, keeps a fault-free placement and moves each dead die's ranks
+to the nearest working die (:func:`crowding` then says how much work the busiest die carries).
 """
 from __future__ import annotations
 
 import random
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
 from watos.errors import WatosError
-from watos.network.collectives import route_xy
+from watos.network.routing import route_xy
 
 Placement = Literal["row_major", "snake", "compact", "optimized"]
 PLACEMENTS: tuple[Placement, ...] = get_args(Placement)
@@ -31,20 +36,24 @@ Coord = tuple[int, int]
 
 def place(strategy: Placement, rows: int, cols: int, group: int, dp: int, pp: int, *,
           pipeline_bytes: float = 1.0, pairs: Sequence[tuple[int, int, float]] = (), seed: int = 0,
-          swaps: int = 400, wafers: int = 1) -> list[int]:
+          swaps: int = 400, wafers: int = 1, dead: frozenset[int] = frozenset()) -> list[int]:
     """The die of every rank (row-major index; wafer w's dies follow wafer w−1's). ``pairs``: (sender
     stage, helper stage, bytes) of cross-die checkpoint traffic, which ``optimized`` pulls close
-    together. Several wafers take units in pipeline order, filling one wafer's slots before the next's."""
-    units = dp * pp
-    if units * group > rows * cols * wafers:
+    together. Several wafers take units in pipeline order, filling one wafer's slots before the next's.
+    ``dead``: dies no rank may use (module docstring)."""
+    units, per = dp * pp, rows * cols
+    if units * group > per * wafers - len(dead):
         raise WatosError(f"placement: the plan needs {units * group} dies, the target has "
-                         f"{wafers} x {rows}x{cols} = {rows * cols * wafers}")
+                         f"{wafers} x {rows}x{cols} = {per * wafers}" + (f", {len(dead)} of them dead" if dead else ""))
     if strategy == "row_major":
-        return list(range(units * group))
+        return [d for d in range(per * wafers) if d not in dead][:units * group]
     per_wafer = max(1, -(-units // wafers))
-    slots = _rectangles(rows, cols, group, per_wafer) if strategy in ("compact", "optimized") else None
-    slots = slots or _runs(rows, cols, group)
-    slots = [[w * rows * cols + die for die in slot] for w in range(wafers) for slot in slots]
+    rectangles = _rectangles(rows, cols, group, per_wafer) if strategy in ("compact", "optimized") else None
+    slots = [[w * per + d for d in slot] for w in range(wafers) for slot in rectangles or ()
+             if not any(w * per + d in dead for d in slot)]
+    if len(slots) < units:
+        slots = [[w * per + d for d in slot] for w in range(wafers)
+                 for slot in _runs(rows, cols, group, frozenset(d - w * per for d in dead if d // per == w))]
     if len(slots) < units:
         raise WatosError(f"placement {strategy}: {units} groups of {group} dies do not fit whole on "
                          f"{wafers} x {rows}x{cols} dies (only {len(slots)} do); use row_major")
@@ -57,6 +66,28 @@ def place(strategy: Placement, rows: int, cols: int, group: int, dp: int, pp: in
             for t, die in enumerate(slots[order[d * pp + p]]):
                 dies[t + group * (d + dp * p)] = die
     return dies
+
+
+def move_off_dead(dies: Sequence[int], dead: frozenset[int], rows: int, cols: int) -> list[int]:
+    """The non-robust placement: every rank on a dead die moved to the nearest working die of its wafer
+    (fewest mesh hops, then the lowest index), which then runs both ranks' work."""
+    per = rows * cols
+
+    def nearest(die: int) -> int:
+        wafer, (r, c) = die // per, divmod(die % per, cols)
+        working = [d for d in range(wafer * per, (wafer + 1) * per) if d not in dead]
+        if not working:
+            raise WatosError(f"placement: every die of wafer {wafer} is dead")
+        return min(working, key=lambda d: (abs(divmod(d % per, cols)[0] - r) + abs(d % cols - c), d))
+
+    return [nearest(d) if d in dead else d for d in dies]
+
+
+def crowding(dies: Sequence[int], compute: Callable[[int], float] = lambda die: 1.0) -> tuple[int, float]:
+    """(the most ranks one die runs, the most work one die carries per unit of its compute): a die with two
+    ranks, or with half its cores working, carries twice the work, and a synchronous step waits for it."""
+    ranks = Counter(dies)
+    return max(ranks.values()), max(n / compute(d) for d, n in ranks.items())
 
 
 def objective(dies: Sequence[int], cols: int, group: int, dp: int, pp: int, pipeline_bytes: float = 1.0,
@@ -92,9 +123,9 @@ def _snake(rows: int, cols: int) -> list[Coord]:
     return [(r, c if r % 2 == 0 else cols - 1 - c) for r in range(rows) for c in range(cols)]
 
 
-def _runs(rows: int, cols: int, group: int) -> list[list[int]]:
-    """Consecutive runs of ``group`` dies along the boustrophedon walk."""
-    walk = [r * cols + c for r, c in _snake(rows, cols)]
+def _runs(rows: int, cols: int, group: int, dead: frozenset[int] = frozenset()) -> list[list[int]]:
+    """Consecutive runs of ``group`` working dies along the boustrophedon walk."""
+    walk = [r * cols + c for r, c in _snake(rows, cols) if r * cols + c not in dead]
     return [walk[i:i + group] for i in range(0, len(walk) - group + 1, group)]
 
 

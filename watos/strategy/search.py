@@ -59,7 +59,8 @@ def _transfer(problem: Problem, plan: Plan) -> Callable[[int, int, float], float
     (on compact placement: the final placement is optimised for the pairs afterwards)."""
     mesh = problem.target.topology
     group = plan.tp * plan.cp
-    dies = place("compact", mesh.rows, mesh.cols, group, plan.dp, plan.pp, wafers=problem.target.wafers)
+    dead = frozenset(problem.target.faults.dead_dies) if problem.target.faults else frozenset()
+    dies = place("compact", mesh.rows, mesh.cols, group, plan.dp, plan.pp, wafers=problem.target.wafers, dead=dead)
     pipelines = parallel_groups(plan.tp, plan.cp, plan.dp, plan.pp)["pp"]
 
     @functools.cache
@@ -96,7 +97,7 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
                                            f"has {problem.capacity / 1e9:.3g}"})
             continue
         for plan in candidate_plans(problem, tp, pp, dp, "compact" if mesh else "row_major"):
-            outcome = _screen(problem, plan)
+            outcome = screen(problem, plan)
             observe("screen", plan if isinstance(outcome, str) else outcome.plan,
                     outcome if isinstance(outcome, str) else outcome.cost)
             if isinstance(outcome, str):
@@ -105,7 +106,7 @@ def search(problem: Problem, *, seed: int = 0, keep: int = 6, generations: int =
                 screened.append((outcome.cost["step_time_s"], outcome.plan))
     shown = []
     for plan in considered:
-        outcome = _screen(problem, plan)
+        outcome = screen(problem, plan)
         observe("considered", plan if isinstance(outcome, str) else outcome.plan,
                 outcome if isinstance(outcome, str) else outcome.cost)
         if isinstance(outcome, str):
@@ -135,7 +136,7 @@ def _why_no_shape(problem: Problem) -> str:
             f"global batch of {problem.global_batch} sequences")
 
 
-def _screen(problem: Problem, plan: Plan) -> Outcome | str:
+def screen(problem: Problem, plan: Plan) -> Outcome | str:
     """The plan with GCMR's recompute and borrowing and its cost, or the one-line reason it cannot run."""
     if error := plan_error(problem, plan):
         return error

@@ -2,8 +2,8 @@
 
 What is fitted (:data:`KNOBS`) is a short list per owner: per chip (a target whose efficiency others borrow:
 ``dgx-a100-80g`` for the A100, ``dgx-h100-80g`` for the H100, ``dgx-b200`` for Blackwell, ``cerebras-cs2`` for
-the WSE), its GEMM ceiling and saturation, memory and network efficiencies; per stack, its host time per kernel
-and the overlap factors it states. An owner is fitted on the cases it affects — a chip on the runs of every
+the WSE, ``tpu-v5p`` and ``tpu-v5e`` for the TPUs), its GEMM ceiling and saturation, memory and network
+efficiencies; per stack, its host time per kernel and the overlap factors it states. An owner is fitted on the cases it affects — a chip on the runs of every
 target that borrows it, a stack on the runs of every framework it stands for — never per case. The
 objective of a group is the mean absolute error of its cases plus half the excess of its worst case over
 10 % (a case no plan fits counts as −100 %), plus the price of moving its knobs from their priors
@@ -88,6 +88,8 @@ KNOBS: tuple[Knob, ...] = (
            "network", tier="infiniband"),
     *_chip("dgx-b200", "matmul_max", "fp8_matmul_max"),
     *_chip("cerebras-cs2", "matmul_max", "streaming"),
+    *_chip("tpu-v5p", "matmul_max", "matmul_half_gflop", "matmul_half_dim", "network"),
+    *_chip("tpu-v5e", "matmul_max"),
     *_stack("megatron-lm", ("overheads", "kernel_us", 0.0, 40.0)),
     *_stack("megatron-core", ("overheads", "kernel_us", 0.0, 30.0), ("overlap", "tp_comm_hidden", 0.0, 1.0),
             ("overlap", "contention", 0.0, 0.6)),
@@ -95,6 +97,7 @@ KNOBS: tuple[Knob, ...] = (
             ("overlap", "contention", 0.0, 0.6)),
     *_stack("fms-fsdp", ("overheads", "captured_kernel_us", 0.0, 30.0), ("overlap", "contention", 0.0, 0.6)),
     *_stack("nemo-automodel", ("overheads", "kernel_us", 0.0, 30.0)),
+    *_stack("maxtext", ("overlap", "contention", 0.0, 0.6)),
 )
 """Every calibrated value (module docstring)."""
 

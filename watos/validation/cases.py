@@ -114,6 +114,7 @@ class CaseStack(_Open):
     cuda_graphs: bool | None = None
     moe_dispatcher: MoeDispatcher | None = None
     recompute_modules: list[RecomputeModule] | None = None
+    remat_policy: str | None = None
 
     def features(self) -> Features:
         """The stated features, as a plan's :class:`~watos.hardware.stack.Features`."""

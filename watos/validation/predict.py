@@ -17,7 +17,7 @@ from typing import Any
 
 from watos.errors import WatosError
 from watos.hardware.stack import Stack, load_stack, stack_for_framework
-from watos.hardware.target import Target, load_target
+from watos.hardware.target import Target, Torus, load_target
 from watos.ir import Graph
 from watos.ir.queries import model_limits
 from watos.pipelines import attention_for, cost_plan, lower, trace
@@ -54,9 +54,12 @@ def stack_of(case: Case, stacks: Stacks = load_stack) -> tuple[str | None, str |
                   "features the case states")
 
 
-def case_plans(case: Case, limits: dict[str, int], stack: str | None) -> list[Plan]:
+def case_plans(case: Case, limits: dict[str, int], stack: str | None,
+               tp_shards_activations: bool = False) -> list[Plan]:
     """Every plan the case allows: its published knobs, and each choice for those left null (weight streaming:
-    a system runs its whole batch per layer, so the micro-batch is the batch per system)."""
+    a system runs its whole batch per layer, so the micro-batch is the batch per system). A stack whose tensor
+    parallelism shards the activations between layers (``tp_shards_activations``) runs it as sequence
+    parallelism does."""
     p = case.plan
     per_replica = p.global_batch // p.dp
     if p.strategy == "weight-streaming":
@@ -65,6 +68,8 @@ def case_plans(case: Case, limits: dict[str, int], stack: str | None) -> list[Pl
         micro = [p.micro_batch] if p.micro_batch else [b for b in MICRO_BATCH_CANDIDATES if per_replica % b == 0]
     recompute = [p.recompute] if p.recompute else ["none", "selective", "full"]
     sp = [p.sequence_parallel] if p.sequence_parallel is not None else ([False, True] if p.tp > 1 else [False])
+    if tp_shards_activations and p.tp > 1:
+        sp = [True]
     chunks = limits["layers"] // p.pp
     interleave = [p.interleave] if p.interleave else \
         [v for v in INTERLEAVE_CANDIDATES if chunks % v == 0 and (v == 1 or p.pp > 1)]
@@ -86,6 +91,16 @@ def case_plans(case: Case, limits: dict[str, int], stack: str | None) -> list[Pl
 def hardware_class(target: Target) -> str:
     """The chip a target is built of (``A100``, ``H100``, ``WSE``...): what validation errors are grouped by."""
     return target.device.name.split("-")[0]
+
+
+def sized_for(target: Target, case: Case) -> Target:
+    """A torus target cut to the slices a case ran on (its stated slice shape, or the target's shape for the
+    case's chip count); any other target as it is."""
+    if not isinstance(target.topology, Torus):
+        return target
+    slices = case.system.topology.slices if case.system.topology else 1
+    shape = [int(x) for x in case.system.topology.slice_shape.split("x")] if case.system.topology else None
+    return target.sliced(case.system.devices // slices, slices, shape)
 
 
 def predict(case: Case, hardware: Hardware = load_target, stacks: Stacks = load_stack) -> dict[str, Any]:
@@ -111,12 +126,13 @@ def _predict(case: Case, hardware: Hardware, stacks: Stacks) -> dict[str, Any]:
         target = hardware(case.system.target)
     except WatosError:
         return {**base, "status": "target not available", "hardware": None}
+    target = sized_for(target, case)
     stack, note = stack_of(case, stacks)
     spec = json.dumps(case.model.spec(), sort_keys=True)
     dtype = case.system.precision
     limits = model_limits(_traced(spec, case.model.seq, 1, "eager", traced_dtype(dtype)))
     best, least_memory = None, None
-    for plan in case_plans(case, limits, stack):
+    for plan in case_plans(case, limits, stack, stacks(stack or target.stack_name).tp_shards_activations):
         software = stacks(plan.stack or target.stack_name).resolve(plan.features)
         graph = lowered_case(spec, case.model.seq, plan.micro_batch, software.fusion, dtype, software.fused_loss)
         cost = cost_plan(graph, target, plan, dtype=dtype, verify=False, software=software).analyses["cost"]
