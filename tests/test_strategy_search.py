@@ -177,7 +177,7 @@ def test_baselines_follow_their_rules():
 
 def test_tp4_pp8_beats_tp8_pp4_on_a_row_major_32_die_mesh():
     """The paper's observation for a 70B-class model on 32 dies holds where a ring of 8 is a row of the
-    mesh (row-major placement); docs/search.md shows that compact placement reverses it (by 1.2 %)."""
+    mesh (row-major placement); docs/search.md shows that compact placement reverses it (by 1.1 %)."""
     problem = make_problem("llama3-70b", wafer(4, 8, 70.0), seq=4096, global_batch=256)
     problem = dataclasses.replace(problem, micro_batch_sizes=(1,))
     speeds = {}
