@@ -48,8 +48,7 @@ def main() -> None:
     cases = load_cases(args.cases)
     owners = set(args.owners.split(",")) if args.owners else None
     # --owners: the others keep their shipped values; the fitted ones start at their priors, as in a full fit.
-    start = Calibration({name: value for name, value in Calibration.shipped().values.items()
-                         if owners and name.partition(":")[0] not in owners})
+    start = Calibration.shipped().without(owners) if owners else Calibration()
     calibration = fit(cases, start, owners=owners, rounds=args.rounds,
                       progress=lambda line: print(line, flush=True)).complete()
     results = predict_with(cases, calibration)

@@ -112,6 +112,11 @@ class Calibration:
     def with_values(self, **changes: float) -> "Calibration":
         return Calibration({**self.values, **changes})
 
+    def without(self, owners: Iterable[str]) -> "Calibration":
+        """This calibration with the values of ``owners``' knobs dropped (back at their priors)."""
+        owners = set(owners)
+        return Calibration({name: v for name, v in self.values.items() if name.partition(":")[0] not in owners})
+
     def value(self, knob: Knob) -> float:
         """The knob's value: this calibration's, else its prior."""
         return self.values.get(knob.name, knob.prior)
@@ -145,17 +150,6 @@ def _shipped_value(knob: Knob) -> float:
         return float(tier.efficiency or target.device.efficiency.network)
     value = getattr(target.device.efficiency, knob.path[-1])
     return float(value if value is not None else target.device.efficiency.matmul_max)
-
-
-def _get(data: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if isinstance(data, list):
-            data = next((item for item in data if item.get("name") == key), None)
-        elif isinstance(data, dict):
-            data = data.get(key)
-        if data is None:
-            return None
-    return data
 
 
 def _set(data: Any, path: tuple[str, ...], value: float) -> None:
@@ -304,8 +298,7 @@ def leave_one_source_out(cases: list[Case], calibration: Calibration | None = No
         touched = set().union(*(owners_of(c) for c in held))
         if progress:
             progress(f"leaving out {source}: refitting {', '.join(sorted(touched))}")
-        blind = Calibration({name: v for name, v in base.values.items() if name.partition(":")[0] not in touched})
-        refit = fit(rest, blind, owners=touched, progress=progress)
+        refit = fit(rest, base.without(touched), owners=touched, progress=progress)
         predicted = predict_with(held, refit)
         results += predicted
         per_source[source] = {**error_summary(predicted), "errors": {r["id"]: r.get("error") for r in predicted}}
