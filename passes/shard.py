@@ -143,7 +143,7 @@ def _expert_parallel(graph: Graph, experts: dict[str, Op], collectives: dict[int
     copies = routed_top_k(graph, expert_count(graph)) if c.dedup_dispatch else 1
     for ops in forward.values():
         first, last = ops[0], ops[-1]
-        dispatched = next(v for v in first.inputs if graph.op(graph.storage_root(v)[0]).kind is not OpKind.PARAM)
+        dispatched = next(v for v in first.inputs if not graph.is_parameter(v))
         load = _routed_load(first, c)
         dispatch = graph.type_of(dispatched).nbytes * load / tokens_split
         combine = last.outputs[0].nbytes * load / tokens_split

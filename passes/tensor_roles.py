@@ -95,6 +95,6 @@ def _whole_output_matmuls(graph: Graph) -> set[int]:
 
 def _is_weight_shape(graph: Graph, op: Op, forward: Op) -> bool:
     shapes = {graph.op(graph.storage_root(v)[0]).outputs[0].shape for v in forward.inputs
-              if graph.op(graph.storage_root(v)[0]).kind is OpKind.PARAM}
+              if graph.is_parameter(v)}
     out = op.outputs[0].shape
     return out in shapes or tuple(reversed(out)) in shapes

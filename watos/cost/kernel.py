@@ -83,7 +83,7 @@ class KernelModel:
 
     def _cast_bytes(self, graph: Graph, op: Op) -> int:
         """Bytes of 16-bit input an FP8 GEMM casts first (module docstring)."""
-        weights = [graph.op(graph.storage_root(v)[0]).kind is OpKind.PARAM for v in op.inputs]
+        weights = [graph.is_parameter(v) for v in op.inputs]
         if op.phase is Phase.BACKWARD and not any(weights):
             return 0  # the weight gradient: the forward's FP8 activation and the data gradient's FP8 gradient
         return sum(graph.type_of(v).nbytes for v, weight in zip(op.inputs, weights)

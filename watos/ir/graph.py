@@ -180,6 +180,10 @@ class Graph:
             value = op.inputs[0]
         return value
 
+    def is_parameter(self, value: Value) -> bool:
+        """Whether ``value`` is a parameter, or a view of one (a weight read through a transpose)."""
+        return self._by_id[self.storage_root(value)[0]].kind is OpKind.PARAM
+
     def next_id(self) -> int:
         """A fresh op id, never one used before (removed ops may still be named by ``grad_of``)."""
         self._last_id += 1
