@@ -115,12 +115,12 @@ def _schedule(schedule: type[Pass], target: Target, plan: Plan, dtype: str, soft
                   sequences_per_step=plan.sequences_per_step, dtype=dtype, software=software)
     if plan.strategy == "weight-streaming":
         return schedule(**common)
+    grad_bytes = _grad_bytes(plan, software)
     return schedule(**common, ep=plan.data_parallel_ep, zero=plan.zero, interleave=plan.interleave, kind=plan.pipeline_kind,
-                    shard_group=plan.shard_group, borrow=borrow,
-                    grad_bytes=_grad_bytes(plan, software),
+                    shard_group=plan.shard_group, borrow=borrow, grad_bytes=grad_bytes,
                     # main_grad += grad: read the 16-bit gradient and the main gradient, write the latter
                     grad_accumulation_bytes=0 if plan.grad_accumulation == "fused"
-                    else DTYPE_BYTES[traced_dtype(dtype)] + 2 * _grad_bytes(plan, software))
+                    else DTYPE_BYTES[traced_dtype(dtype)] + 2 * grad_bytes)
 
 
 def _grad_bytes(plan: Plan, software: Software) -> int:

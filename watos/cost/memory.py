@@ -69,7 +69,7 @@ def activation_bytes(recompute: RecomputePlan, segments: list[tuple[str, int]], 
 
 
 def stage_memory(sizes: ParameterSizes, segments: list[tuple[str, int]], activations: float, *, zero: int,
-                 shards: int, ep: int, software: Software, grad_bytes: int = 2) -> StageMemory:
+                 shards: int, ep: int, software: Software, grad_bytes: int) -> StageMemory:
     """Bytes per device of a stage running ``segments`` (the module docstring); ZeRO shards over ``shards``
     data-parallel ranks (dp·cp, or the hybrid-sharding group); gradients of ``grad_bytes`` per element; the
     stack's memory on top (:func:`framework_bytes`)."""
