@@ -13,6 +13,12 @@ PUBLIC = Path(__file__).parents[2] / "shared" / "validation" / "public.json"
 pytestmark = pytest.mark.skipif(not PUBLIC.exists(), reason="shared/validation/public.json not beside the checkout")
 
 
+def validated(capsys, path, *flags) -> dict:
+    """``watos validate PATH --json [FLAGS]``: it succeeds, and its JSON."""
+    assert main(["validate", str(path), "--json", *flags]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def subset(tmp_path, ids):
     data = json.loads(PUBLIC.read_text())
     data["cases"] = [c for c in data["cases"] if c["id"] in ids]
@@ -24,8 +30,7 @@ def subset(tmp_path, ids):
 def test_validate_json_format_and_chosen_knobs(tmp_path, capsys):
     path = subset(tmp_path, {"korthikanti2022-table5-22B-full", "narayanan2021-table1-7.5B"})
     table = tmp_path / "cases.csv"
-    assert main(["validate", path, "--json", "--csv", str(table)]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = validated(capsys, path, "--csv", str(table))
     rows = list(csv.DictReader(table.open()))
     assert [r["id"] for r in rows] == [c["id"] for c in result["cases"]]
     assert [float(r["error"]) for r in rows] == pytest.approx([c["error"] for c in result["cases"]])
@@ -47,8 +52,7 @@ def test_validate_json_format_and_chosen_knobs(tmp_path, capsys):
 def test_public_set_accuracy(full_size, capsys):
     if not full_size:
         pytest.skip("full public set only under --slow")
-    assert main(["validate", str(PUBLIC), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = validated(capsys, PUBLIC)
     assert result["mean_abs_error"] <= 0.03 and result["max_abs_error"] <= 0.08
 
 
@@ -58,8 +62,7 @@ def test_public_set_accuracy(full_size, capsys):
 def test_public_v2_accuracy(full_size, capsys):
     if not full_size:
         pytest.skip("full public_v2 set only under --slow")
-    assert main(["validate", str(PUBLIC.with_name("public_v2.json")), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = validated(capsys, PUBLIC.with_name("public_v2.json"))
     assert result["misses"] == 0
     assert result["mean_abs_error"] <= 0.05 and result["max_abs_error"] <= 0.15
     assert all(group["mean_abs_error"] <= 0.08 for group in result["by_framework"].values())
@@ -95,8 +98,7 @@ def test_every_strategy_in_the_format_is_predicted(tmp_path, capsys):
     ]
     path = tmp_path / "cases.json"
     path.write_text(json.dumps({"format": "watos-validation-cases/1", "cases": cases}))
-    assert main(["validate", str(path), "--json"]) == 0
-    result = {c["id"]: c for c in json.loads(capsys.readouterr().out)["cases"]}
+    result = {c["id"]: c for c in validated(capsys, path)["cases"]}
     assert result["gqa-zero3"]["predicted_tokens_per_s_per_device"] > 0
     assert result["gqa-zero3"]["chosen"]["recompute"] in ("none", "selective", "full")
     assert result["weight-streaming"]["predicted_tokens_per_s_per_device"] > 0
@@ -127,8 +129,7 @@ def test_v2_never_aborts_and_says_what_it_assumed(tmp_path, capsys):
                       stack={"framework": "my-trainer", "attention": "flash", "overlap_grad_reduce": True})]
     path = tmp_path / "v2.json"
     path.write_text(json.dumps({"format": "watos-validation-cases/2", "cases": cases}))
-    assert main(["validate", str(path), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = validated(capsys, path)
     by_id = {c["id"]: c for c in result["cases"]}
     assert by_id["no-target"]["status"] == "target not available" and "error" not in by_id["no-target"]
     assert by_id["too-big"]["status"] == "does not fit" and by_id["too-big"]["error"] == -1.0
